@@ -1,0 +1,1 @@
+"""Datasets: the in-memory sample form, loaders for several amodal JSON layouts and writers."""
