@@ -3,18 +3,13 @@
 # library Open3D needs, the package's messages and the package itself (editable).
 # Idempotent: each step leaves a stamp and reruns only when its inputs change.
 # Usage: scripts/setup_env.sh          (what `make demo` / `make test` call)
-#        scripts/setup_env.sh --freeze (rewrite requirements.txt from .venv)
+# Pins live in requirements.txt (regenerate: .venv/bin/python scripts/freeze_requirements.py).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 VENV="$ROOT/.venv"
 PY="${PYTHON:-python3}"
 
-if [[ "${1:-}" == "--freeze" ]]; then
-  { echo "# Every Python dependency, pinned (the one place versions live). Regenerate with scripts/setup_env.sh --freeze."
-    "$VENV/bin/pip" freeze --exclude-editable | grep -v '^ros2_amodal_seg' | sed 's/^torch==\([0-9.]*\)+cpu$/torch==\1/'; } > requirements.txt
-  echo "wrote requirements.txt"; exit 0
-fi
 
 stamp_ok() {  # stamp_ok STAMP INPUT... : true when STAMP is newer than every input
   local s="$1"; shift
