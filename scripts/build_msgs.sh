@@ -24,4 +24,7 @@ cmake --install "$BUILD" >"$BUILD/install.log" 2>&1 || { tail -40 "$BUILD/instal
 # The generated ros2_amodal_seg/__init__.py in site-packages would shadow the editable
 # source package; our own __init__ extends __path__ so that ros2_amodal_seg.msg is found.
 rm -f "$SITE/ros2_amodal_seg/__init__.py"
+# rosidl also writes a ros2_amodal_seg-*.egg-info; pip would take it for the package's own
+# distribution and delete the generated messages when (re)installing the editable package.
+rm -rf "$SITE"/ros2_amodal_seg-*.egg-info
 echo "built ros2_amodal_seg messages into $VENV"
