@@ -1,0 +1,258 @@
+"""Render a scene of the synthetic world with Open3D's RaycastingScene (CPU, headless).
+
+``render_frame(preset, seed)`` gives RGB, depth, visible instance ids, per-object
+amodal masks, LiDAR returns with per-point ids, all transforms, and the
+ground-truth annotations defined in ``shared/spec/world.md``. No ROS imports.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ros2_amodal_seg.classes import class_name
+from ros2_amodal_seg.data.types import AmodalAnnotation
+from ros2_amodal_seg.errors import InvalidInputError
+from ros2_amodal_seg.world.lidar import simulate_lidar
+from ros2_amodal_seg.world.scene import SceneSpec, build_scene
+
+#: objects with fewer visible pixels than this get no annotation (world.md).
+MIN_VISIBLE_PIXELS = 16
+
+
+@dataclass
+class Frame:
+    """One rendered frame and its exact ground truth (see the field comments for shapes)."""
+
+    preset: str
+    seed: int
+    rgb: np.ndarray            # [H, W, 3] uint8 RGB
+    depth: np.ndarray          # [H, W] float32, camera-z depth [m], inf where no surface
+    visible_ids: np.ndarray    # [H, W] int32, instance id of first surface hit, 0 = background
+    object_ids: np.ndarray     # [M] int32 instance ids (>=1) of ALL objects in the scene
+    amodal_masks: np.ndarray   # [M, H, W] bool, object rendered alone, clipped to image
+    category_ids: np.ndarray   # [M] int32 (1 box, 2 cylinder, 3 sphere, 4 cone, 5 torus)
+    footprints: list           # M x [K, 2] float64 base_link ground outline [m] (CCW convex hull)
+    centers_base: np.ndarray   # [M, 3] float64 object bbox centre in base_link [m]
+    sizes: np.ndarray          # [M, 3] float64 object-frame extents [m]
+    yaws: np.ndarray           # [M] float64 yaw in base_link [rad]
+    K: np.ndarray              # [3, 3] float64
+    D: np.ndarray              # [5] float64 zeros (plumb_bob)
+    T_base_camera: np.ndarray  # [4, 4] float64, camera_optical_frame -> base_link
+    T_camera_lidar: np.ndarray  # [4, 4] float64, lidar -> camera_optical_frame
+    T_base_lidar: np.ndarray   # [4, 4] float64, lidar -> base_link
+    lidar_points: np.ndarray   # [N, 4] float32 x y z [m] intensity [0, 1], lidar frame
+    lidar_ids: np.ndarray      # [N] int32 per-point instance id, 0 = background
+    annotations: list = field(default_factory=list)  # list[AmodalAnnotation], id == instance id
+
+    @property
+    def width(self) -> int:
+        return int(self.rgb.shape[1])
+
+    @property
+    def height(self) -> int:
+        return int(self.rgb.shape[0])
+
+
+def _texture(bg, p: np.ndarray) -> np.ndarray:
+    """Procedural tiles of a background surface: a checker of two colours with a random
+    brightness per tile (integer hash of the tile index) and a finer grain.
+
+    Args:
+        bg: a :class:`~ros2_amodal_seg.world.scene.Background`.
+        p: ``[N, 3]`` float32/64 hit points in base_link [m].
+
+    Returns:
+        ``[N, 3]`` float32 albedo in [0, 1].
+    """
+    c, s = np.cos(-bg.tex_yaw), np.sin(-bg.tex_yaw)
+    qx = p[:, 0] - np.float32(bg.tex_origin[0])
+    qy = p[:, 1] - np.float32(bg.tex_origin[1])
+    inv = np.float32(1.0 / bg.tile)
+    u = (np.float32(c) * qx - np.float32(s) * qy) * inv
+    v = (np.float32(s) * qx + np.float32(c) * qy) * inv
+    cu = np.floor(u).astype(np.int64)
+    cv = np.floor(v).astype(np.int64)
+    checker = ((cu + cv) & 1).astype(np.float32)[:, None]
+    h = (((cu * 73856093) ^ (cv * 19349663)) & 1023).astype(np.float32) / np.float32(1023.0)
+    fu = np.floor(u * 8).astype(np.int64)
+    fv = np.floor(v * 8).astype(np.int64)
+    fine = (((fu * 83492791) ^ (fv * 2654435761)) & 255).astype(np.float32) / np.float32(255.0)
+    g = np.float32(bg.grain)
+    base = bg.color.astype(np.float32) * (1 - checker) + bg.color2.astype(np.float32) * checker
+    alb = base * ((1 + g * (2 * h - 1)) * (1 + np.float32(0.5) * g * (2 * fine - 1)))[:, None]
+    return np.clip(alb, 0.0, 1.0)
+
+
+def _build_raycasting(meshes: list) -> object:
+    import open3d as o3d
+
+    scene = o3d.t.geometry.RaycastingScene()
+    for m in meshes:
+        tm = o3d.t.geometry.TriangleMesh()
+        tm.vertex.positions = o3d.core.Tensor(m.vertices.astype(np.float32))
+        tm.triangle.indices = o3d.core.Tensor(m.triangles.astype(np.int32))
+        scene.add_triangles(tm)
+    return scene
+
+
+def _camera_rays(K: np.ndarray, T_base_camera: np.ndarray, width: int, height: int) -> np.ndarray:
+    """``[H*W, 6]`` float32 rays in base_link, origin at the camera, direction with camera z = 1
+    (so the parametric hit distance equals the camera-z depth)."""
+    R = T_base_camera[:3, :3].astype(np.float32)
+    x = ((np.arange(width) - K[0, 2]) / K[0, 0]).astype(np.float32)       # [W]
+    y = ((np.arange(height) - K[1, 2]) / K[1, 1]).astype(np.float32)      # [H]
+    rays = np.empty((height, width, 6), dtype=np.float32)
+    rays[..., :3] = T_base_camera[:3, 3].astype(np.float32)
+    rays[..., 3:] = x[None, :, None] * R[:, 0] + y[:, None, None] * R[:, 1] + R[:, 2]
+    return rays.reshape(-1, 6)
+
+
+def render_scene(spec: SceneSpec, width: int = 640, height: int = 480, *, lidar: bool = True) -> Frame:
+    """Render an already sampled :class:`SceneSpec` (see :func:`render_frame`)."""
+    import open3d as o3d
+
+    if int(width) < 8 or int(height) < 8:
+        raise InvalidInputError(f"image size must be at least 8 x 8 px, got {width} x {height}")
+    W, H = int(width), int(height)
+    K = spec.intrinsics(W, H)
+    T_bc = spec.T_base_camera
+    objs, bgs = spec.objects, spec.backgrounds
+    M = len(objs)
+    meshes = [b.mesh for b in bgs] + [o.mesh for o in objs]
+    geom_to_inst = np.array([0] * len(bgs) + [o.instance_id for o in objs], dtype=np.int32)
+    geom_refl = np.array([b.reflectivity for b in bgs] + [o.reflectivity for o in objs], dtype=np.float64)
+    scene = _build_raycasting(meshes)
+
+    rays = _camera_rays(K, T_bc, W, H)
+    ans = scene.cast_rays(o3d.core.Tensor(rays))
+    t = ans["t_hit"].numpy()                                     # [H*W] camera-z depth
+    gid = ans["geometry_ids"].numpy().astype(np.int64)
+    hit = np.isfinite(t)
+    depth = t.reshape(H, W).astype(np.float32)
+    visible_ids = np.zeros(H * W, dtype=np.int32)
+    visible_ids[hit] = geom_to_inst[gid[hit]]
+    visible_ids = visible_ids.reshape(H, W)
+
+    # ---- shading: Lambert + ambient, one directional light with cast shadows, tile textures
+    idx = np.flatnonzero(hit)
+    d = rays[idx, 3:]
+    p = rays[idx, :3] + d * t[idx, None]                                   # [P, 3] float32 base_link
+    n = ans["primitive_normals"].numpy()[idx]
+    n *= np.where(np.einsum("ij,ij->i", n, d) > 0, np.float32(-1), np.float32(1))[:, None]  # face the camera
+    g = gid[idx]
+    color_table = np.zeros((len(meshes), 3), dtype=np.float32)
+    for k, o in enumerate(objs):
+        color_table[len(bgs) + k] = o.color
+    albedo = color_table[g]                                                # [P, 3] float32
+    for k, b in enumerate(bgs):
+        sel = np.flatnonzero(g == k)
+        if len(sel):
+            albedo[sel] = _texture(b, p[sel])
+    lam = np.clip(n @ spec.light_dir.astype(np.float32), 0.0, None)
+    lit_idx = np.flatnonzero(lam > 0)
+    lit = np.zeros(len(idx), dtype=bool)
+    if len(lit_idx):
+        eps = 1e-4 + 2e-4 * t[idx[lit_idx]]
+        sh = np.empty((len(lit_idx), 6), dtype=np.float32)
+        sh[:, :3] = p[lit_idx] + n[lit_idx] * eps[:, None]
+        sh[:, 3:] = spec.light_dir
+        occluded = scene.test_occlusions(o3d.core.Tensor(sh)).numpy().astype(bool)
+        lit[lit_idx] = ~occluded
+    shade = spec.ambient + (1.0 - spec.ambient) * lam * lit
+    img = np.empty((H * W, 3), dtype=np.float32)
+    img[idx] = albedo * shade[:, None]
+    miss = np.flatnonzero(~hit)
+    if len(miss):
+        if spec.preset == "street":
+            dm = rays[miss, 3:].astype(np.float64)
+            e = np.clip(3.0 * dm[:, 2] / np.linalg.norm(dm, axis=1), 0.0, 1.0)[:, None]
+        else:
+            e = (1.0 - (miss // W) / max(H - 1, 1))[:, None]
+        img[miss] = spec.sky_bottom * (1 - e) + spec.sky_top * e
+    img_rng = np.random.default_rng([spec.seed, 7, W, H])
+    img = img.reshape(H, W, 3) * np.float32(255.0) + \
+        img_rng.standard_normal((H, W, 3), dtype=np.float32) * np.float32(spec.noise_sigma)
+    rgb = np.clip(np.rint(img), 0, 255).astype(np.uint8)
+
+    # ---- amodal masks: each object alone, rays limited to its projected box
+    amodal = np.zeros((M, H, W), dtype=bool)
+    T_cb = np.linalg.inv(T_bc)
+    for k, o in enumerate(objs):
+        vc = o.mesh.vertices @ T_cb[:3, :3].T + T_cb[:3, 3]
+        if (vc[:, 2] <= 1e-6).any():
+            x0, y0, x1, y1 = 0, 0, W - 1, H - 1
+        else:
+            uv = vc[:, :2] / vc[:, 2:3] * np.array([K[0, 0], K[1, 1]]) + K[:2, 2]
+            x0 = max(int(np.floor(uv[:, 0].min())) - 1, 0)
+            y0 = max(int(np.floor(uv[:, 1].min())) - 1, 0)
+            x1 = min(int(np.ceil(uv[:, 0].max())) + 1, W - 1)
+            y1 = min(int(np.ceil(uv[:, 1].max())) + 1, H - 1)
+        if x0 > x1 or y0 > y1:
+            continue
+        sub = rays.reshape(H, W, 6)[y0:y1 + 1, x0:x1 + 1].reshape(-1, 6)
+        alone = _build_raycasting([o.mesh])
+        ht = alone.cast_rays(o3d.core.Tensor(np.ascontiguousarray(sub)))["t_hit"].numpy()
+        amodal[k, y0:y1 + 1, x0:x1 + 1] = np.isfinite(ht).reshape(y1 - y0 + 1, x1 - x0 + 1)
+    vflat = visible_ids.reshape(-1)
+    vis_pix = np.flatnonzero(vflat > 0)
+    amodal.reshape(M, -1)[vflat[vis_pix] - 1, vis_pix] = True   # a first hit is a hit of the object alone
+
+    # ---- LiDAR
+    T_bl = spec.T_base_lidar
+    if lidar:
+        lidar_rng = np.random.default_rng([spec.seed, 11])
+        pts, pids = simulate_lidar(scene, spec.cfg, T_bl, geom_to_inst, geom_refl, lidar_rng)
+    else:
+        pts, pids = np.zeros((0, 4), np.float32), np.zeros(0, np.int32)
+
+    # ---- ground truth
+    obj_ids = np.array([o.instance_id for o in objs], dtype=np.int32)
+    vis_count = np.bincount(vflat, minlength=M + 1)[1:M + 1]
+    am_count = amodal.reshape(M, -1).sum(1) if M else np.zeros(0, np.int64)
+    annotated = (vis_count >= MIN_VISIBLE_PIXELS) & (am_count > 0)
+    annotations = []
+    for k, o in enumerate(objs):
+        if not annotated[k]:
+            continue
+        vis = visible_ids == o.instance_id
+        seen_in_amodal = np.bincount(vflat[amodal[k].reshape(-1)], minlength=M + 1)
+        occluded_by = [int(j) for j in np.flatnonzero(seen_in_amodal)
+                       if j != 0 and j != o.instance_id and annotated[int(j) - 1]]
+        annotations.append(AmodalAnnotation(
+            id=int(o.instance_id), category_id=int(o.category_id), category_name=class_name(o.category_id),
+            amodal=amodal[k], visible=vis, occlude_rate=float(1.0 - vis_count[k] / am_count[k]),
+            occluded_by=occluded_by, order=-1, footprint=o.footprint.copy()))
+
+    return Frame(
+        preset=spec.preset, seed=spec.seed, rgb=rgb, depth=depth, visible_ids=visible_ids,
+        object_ids=obj_ids, amodal_masks=amodal,
+        category_ids=np.array([o.category_id for o in objs], dtype=np.int32),
+        footprints=[o.footprint.copy() for o in objs],
+        centers_base=np.array([o.center_base for o in objs], dtype=np.float64).reshape(M, 3),
+        sizes=np.array([o.size for o in objs], dtype=np.float64).reshape(M, 3),
+        yaws=np.array([o.yaw for o in objs], dtype=np.float64),
+        K=K, D=np.zeros(5), T_base_camera=T_bc.copy(), T_camera_lidar=spec.T_camera_lidar.copy(),
+        T_base_lidar=T_bl, lidar_points=pts, lidar_ids=pids, annotations=annotations)
+
+
+def render_frame(preset: str, seed: int, width: int = 640, height: int = 480, *, lidar: bool = True,
+                 rig_seed: int | None = None) -> Frame:
+    """Build the scene of ``(preset, seed)`` and render it.
+
+    Args:
+        preset: ``"tabletop"`` or ``"street"``.
+        seed: integer >= 0; the same seed gives the same scene at any image size and
+            the same bytes at a given size.
+        width, height: image size [px] (K is scaled so the field of view stays the same).
+        lidar: also simulate the LiDAR sweep (else ``lidar_points`` is ``[0, 4]``).
+        rig_seed: seed of the camera rig (K, camera height, pitch); None = ``seed``.
+            ``generate --bag`` renders every frame with one rig, as a robot would.
+
+    Returns:
+        :class:`Frame`.
+
+    Raises:
+        ConfigError: unknown preset. InvalidInputError: bad seed or image size.
+    """
+    return render_scene(build_scene(preset, seed, rig_seed=rig_seed), width, height, lidar=lidar)
