@@ -1,0 +1,1 @@
+"""LiDAR-camera fusion, depth order and BEV grid (no ROS imports)."""
