@@ -1,6 +1,8 @@
 """Spinning-LiDAR ray pattern and returns (no ROS imports)."""
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from ros2_amodal_seg.world.presets import PresetConfig
@@ -13,12 +15,19 @@ def lidar_directions(cfg: PresetConfig) -> np.ndarray:
     (lidar +x) counter-clockwise over 360 degrees.
 
     Returns:
-        ``[beams * azimuth_steps, 3]`` float64.
+        ``[beams * azimuth_steps, 3]`` float64 (a fresh array; the pattern is cached).
     """
-    el = np.deg2rad(np.linspace(cfg.lidar_vfov_deg[0], cfg.lidar_vfov_deg[1], cfg.lidar_beams))
-    az = np.arange(cfg.lidar_azimuth_steps) * (2.0 * np.pi / cfg.lidar_azimuth_steps)
+    return _cached_directions(tuple(cfg.lidar_vfov_deg), int(cfg.lidar_beams), int(cfg.lidar_azimuth_steps)).copy()
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_directions(vfov_deg: tuple, beams: int, azimuth_steps: int) -> np.ndarray:
+    el = np.deg2rad(np.linspace(vfov_deg[0], vfov_deg[1], beams))
+    az = np.arange(azimuth_steps) * (2.0 * np.pi / azimuth_steps)
     E, A = np.meshgrid(el, az, indexing="ij")
-    return np.stack([np.cos(E) * np.cos(A), np.cos(E) * np.sin(A), np.sin(E)], axis=-1).reshape(-1, 3)
+    d = np.stack([np.cos(E) * np.cos(A), np.cos(E) * np.sin(A), np.sin(E)], axis=-1).reshape(-1, 3)
+    d.flags.writeable = False
+    return d
 
 
 def simulate_lidar(raycast, cfg: PresetConfig, T_base_lidar: np.ndarray, geom_to_instance: np.ndarray,
@@ -40,16 +49,17 @@ def simulate_lidar(raycast, cfg: PresetConfig, T_base_lidar: np.ndarray, geom_to
     """
     import open3d as o3d
 
-    d_l = lidar_directions(cfg)                               # [R, 3] lidar frame, unit
+    d_l = _cached_directions(tuple(cfg.lidar_vfov_deg), int(cfg.lidar_beams),
+                             int(cfg.lidar_azimuth_steps))        # [R, 3] lidar frame, unit (read-only)
     R = T_base_lidar[:3, :3]
     d_b = d_l @ R.T
     rays = np.empty((len(d_l), 6), dtype=np.float32)
-    rays[:, :3] = T_base_lidar[:3, 3]
-    rays[:, 3:] = d_b
-    ans = raycast.cast_rays(o3d.core.Tensor(rays))
+    for c in range(3):
+        rays[:, c] = np.float32(T_base_lidar[c, 3])
+        rays[:, 3 + c] = d_b[:, c]
+    ans = raycast.cast_rays(o3d.core.Tensor.from_numpy(rays))
     t = ans["t_hit"].numpy().astype(np.float64)               # [R] range [m] (unit directions)
     gid = ans["geometry_ids"].numpy()
-    normals = ans["primitive_normals"].numpy().astype(np.float64)
     keep_drop = rng.random(len(t)) >= cfg.lidar_dropout       # drawn for every beam: stable stream
     noise = rng.normal(0.0, cfg.lidar_range_noise, len(t))
     inten_noise = rng.normal(0.0, 0.02, len(t))
@@ -58,9 +68,12 @@ def simulate_lidar(raycast, cfg: PresetConfig, T_base_lidar: np.ndarray, geom_to
     keep = hit & keep_drop & (r >= cfg.lidar_range[0]) & (r <= cfg.lidar_range[1])
     idx = np.flatnonzero(keep)
     g = gid[idx].astype(np.int64)
-    cos_inc = np.abs(np.einsum("ij,ij->i", normals[idx], d_b[idx]))
-    inten = geom_reflectivity[g] * (0.3 + 0.7 * cos_inc) / (1.0 + 0.02 * r[idx]) + inten_noise[idx]
+    ri = r[idx]
+    normals = np.take(ans["primitive_normals"].numpy(), idx, axis=0).astype(np.float64)
+    cos_inc = np.abs(np.einsum("ij,ij->i", normals, np.take(d_b, idx, axis=0)))
+    inten = geom_reflectivity[g] * (0.3 + 0.7 * cos_inc) / (1.0 + 0.02 * ri) + inten_noise[idx]
     pts = np.empty((len(idx), 4), dtype=np.float32)
-    pts[:, :3] = d_l[idx] * r[idx, None]
+    for c in range(3):
+        pts[:, c] = d_l[idx, c] * ri
     pts[:, 3] = np.clip(inten, 0.0, 1.0)
     return pts, geom_to_instance[g].astype(np.int32)

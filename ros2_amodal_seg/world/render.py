@@ -13,6 +13,7 @@ import numpy as np
 from ros2_amodal_seg.classes import class_name
 from ros2_amodal_seg.data.types import AmodalAnnotation
 from ros2_amodal_seg.errors import InvalidInputError
+from ros2_amodal_seg.world._blas import single_thread_blas
 from ros2_amodal_seg.world.lidar import simulate_lidar
 from ros2_amodal_seg.world.scene import SceneSpec, build_scene
 
@@ -69,19 +70,64 @@ def _texture(bg, p: np.ndarray) -> np.ndarray:
     qx = p[:, 0] - np.float32(bg.tex_origin[0])
     qy = p[:, 1] - np.float32(bg.tex_origin[1])
     inv = np.float32(1.0 / bg.tile)
-    u = (np.float32(c) * qx - np.float32(s) * qy) * inv
-    v = (np.float32(s) * qx + np.float32(c) * qy) * inv
-    cu = np.floor(u).astype(np.int64)
-    cv = np.floor(v).astype(np.int64)
-    checker = ((cu + cv) & 1).astype(np.float32)[:, None]
-    h = (((cu * 73856093) ^ (cv * 19349663)) & 1023).astype(np.float32) / np.float32(1023.0)
-    fu = np.floor(u * 8).astype(np.int64)
-    fv = np.floor(v * 8).astype(np.int64)
-    fine = (((fu * 83492791) ^ (fv * 2654435761)) & 255).astype(np.float32) / np.float32(255.0)
+    u = np.float32(c) * qx
+    u -= np.float32(s) * qy
+    u *= inv
+    v = np.float32(s) * qx
+    v += np.float32(c) * qy
+    v *= inv
+    # Tile indices and their hashes. Only the low bits of the products are used (& 1, & 1023,
+    # & 255), and those are the same in int32 (wrapping) as in int64, so int32 is used whenever
+    # the indices fit (always, for the preset geometry); 2654435761 is -1640531535 mod 2**32.
+    small = bool(np.abs(u).max() < 2.0 ** 27) and bool(np.abs(v).max() < 2.0 ** 27)
+    it, k4 = (np.int32, np.int32(-1640531535)) if small else (np.int64, 2654435761)
+    cu = np.floor(u).astype(it)
+    cv = np.floor(v).astype(it)
+    checker = cu + cv
+    checker &= 1                                             # 0: color, 1: color2
+    cu *= 73856093
+    cv *= 19349663
+    cu ^= cv
+    cu &= 1023                                               # per-tile brightness index h * 1023
+    u *= 8
+    v *= 8
+    fu = np.floor(u).astype(it)
+    fv = np.floor(v).astype(it)
+    fu *= 83492791
+    fv *= k4
+    fu ^= fv
+    fu &= 255                                                # grain index fine * 255
     g = np.float32(bg.grain)
-    base = bg.color.astype(np.float32) * (1 - checker) + bg.color2.astype(np.float32) * checker
-    alb = base * ((1 + g * (2 * h - 1)) * (1 + np.float32(0.5) * g * (2 * fine - 1)))[:, None]
-    return np.clip(alb, 0.0, 1.0)
+    # the float32 factors take 1024 and 256 values: tabulate them with the same arithmetic
+    h = np.arange(1024).astype(np.float32) / np.float32(1023.0)
+    fine = np.arange(256).astype(np.float32) / np.float32(255.0)
+    f_tile = 1 + g * (2 * h - 1)
+    f_fine = 1 + np.float32(0.5) * g * (2 * fine - 1)
+    factor = np.take(f_tile, cu)
+    factor *= np.take(f_fine, fu)
+    # color * (1 - checker) + color2 * checker is exactly color or color2 (checker is 0 or 1)
+    c1, c2 = bg.color.astype(np.float32), bg.color2.astype(np.float32)
+    alb = np.empty((len(factor), 3), dtype=np.float32)
+    for k in range(3):
+        col = alb[:, k]
+        np.multiply(np.take(np.array([c1[k], c2[k]], dtype=np.float32), checker), factor, out=col)
+        np.clip(col, 0.0, 1.0, out=col)
+    return alb
+
+
+def _ray_dirs(rays: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """``rays[idx, 3:]`` (``rays``: C-contiguous ``[N, 6]`` float32) as a contiguous ``[len(idx), 3]``
+    array, each direction gathered as one 12-byte item."""
+    item = np.dtype((np.void, 3 * rays.dtype.itemsize))
+    return np.take(rays.view(item).reshape(-1, 2)[:, 1], idx).view(rays.dtype).reshape(-1, 3)
+
+
+def _put_rows(dst: np.ndarray, idx: np.ndarray, src: np.ndarray) -> None:
+    """``dst[idx] = src`` for a C-contiguous ``[N, k]`` ``dst`` (rows moved as one opaque item:
+    several times faster than numpy's row-wise fancy assignment, same bytes)."""
+    item = np.dtype((np.void, dst.dtype.itemsize * dst.shape[1]))
+    src = np.ascontiguousarray(src, dtype=dst.dtype)
+    np.put(dst.view(item).reshape(-1), idx, src.view(item).reshape(-1))
 
 
 def _build_raycasting(meshes: list) -> object:
@@ -103,13 +149,101 @@ def _camera_rays(K: np.ndarray, T_base_camera: np.ndarray, width: int, height: i
     x = ((np.arange(width) - K[0, 2]) / K[0, 0]).astype(np.float32)       # [W]
     y = ((np.arange(height) - K[1, 2]) / K[1, 1]).astype(np.float32)      # [H]
     rays = np.empty((height, width, 6), dtype=np.float32)
-    rays[..., :3] = T_base_camera[:3, 3].astype(np.float32)
-    rays[..., 3:] = x[None, :, None] * R[:, 0] + y[:, None, None] * R[:, 1] + R[:, 2]
+    for c in range(3):
+        rays[..., c] = np.float32(T_base_camera[c, 3])
+    # direction = (x * R[:, 0] + y * R[:, 1]) + R[:, 2] in float32, one component at a time
+    # (same arithmetic, no [H, W, 3] broadcasting temporaries)
+    for c in range(3):
+        dc = rays[..., 3 + c]
+        np.add((x * R[c, 0])[None, :], (y * R[c, 1])[:, None], out=dc)
+        dc += R[c, 2]
     return rays.reshape(-1, 6)
+
+
+def _amodal_masks(objs: list, rays: np.ndarray, K: np.ndarray, T_bc: np.ndarray, W: int, H: int) -> np.ndarray:
+    """``[M, H, W]`` bool: each object alone, rays limited to its projected box (without the
+    visible pixels, which the caller adds)."""
+    import open3d as o3d
+
+    with single_thread_blas():
+        M = len(objs)
+        amodal = np.zeros((M, H, W), dtype=bool)
+        T_cb = np.linalg.inv(T_bc)
+        for k, o in enumerate(objs):
+            vc = o.mesh.vertices @ T_cb[:3, :3].T + T_cb[:3, 3]
+            if (vc[:, 2] <= 1e-6).any():
+                x0, y0, x1, y1 = 0, 0, W - 1, H - 1
+            else:
+                uv = vc[:, :2] / vc[:, 2:3] * np.array([K[0, 0], K[1, 1]]) + K[:2, 2]
+                x0 = max(int(np.floor(uv[:, 0].min())) - 1, 0)
+                y0 = max(int(np.floor(uv[:, 1].min())) - 1, 0)
+                x1 = min(int(np.ceil(uv[:, 0].max())) + 1, W - 1)
+                y1 = min(int(np.ceil(uv[:, 1].max())) + 1, H - 1)
+            if x0 > x1 or y0 > y1:
+                continue
+            sub = rays.reshape(H, W, 6)[y0:y1 + 1, x0:x1 + 1].reshape(-1, 6)
+            alone = _build_raycasting([o.mesh])
+            # any hit of the object alone (test_occlusions, tnear 0, tfar inf) == finite t_hit
+            occ = alone.test_occlusions(o3d.core.Tensor.from_numpy(np.ascontiguousarray(sub))).numpy()
+            amodal[k, y0:y1 + 1, x0:x1 + 1] = occ.reshape(y1 - y0 + 1, x1 - x0 + 1) != 0
+        return amodal
+
+
+def _pixel_noise(spec: SceneSpec, W: int, H: int) -> np.ndarray:
+    """``[H, W, 3]`` float32 Gaussian pixel noise [of 255] from the image's own random stream."""
+    img_rng = np.random.default_rng([spec.seed, 7, W, H])
+    noise = img_rng.standard_normal((H, W, 3), dtype=np.float32)
+    noise *= np.float32(spec.noise_sigma)
+    return noise
+
+
+def _lidar(scene, spec: SceneSpec, T_bl: np.ndarray, geom_to_inst: np.ndarray, geom_refl: np.ndarray):
+    with single_thread_blas():
+        lidar_rng = np.random.default_rng([spec.seed, 11])
+        return simulate_lidar(scene, spec.cfg, T_bl, geom_to_inst, geom_refl, lidar_rng)
+
+
+_POOL: tuple | None = None      # (pid, ThreadPoolExecutor)
+#: run the side jobs on worker threads (False: in the calling thread, same bytes)
+USE_WORKER_THREADS = True
+
+
+class _Done:
+    """An already finished job (the serial stand-in for a Future)."""
+
+    def __init__(self, fn, *args):
+        self._value = fn(*args)
+
+    def result(self):
+        return self._value
+
+
+class _SerialPool:
+    def submit(self, fn, *args):
+        return _Done(fn, *args)
+
+
+def _worker_pool():
+    """A process-wide pool of 2 worker threads (recreated in a forked child, whose copy has
+    no threads), or a serial stand-in when :data:`USE_WORKER_THREADS` is False."""
+    global _POOL
+    import os
+    from concurrent.futures import ThreadPoolExecutor
+
+    if not USE_WORKER_THREADS:
+        return _SerialPool()
+    if _POOL is None or _POOL[0] != os.getpid():
+        _POOL = (os.getpid(), ThreadPoolExecutor(max_workers=2, thread_name_prefix="world-render"))
+    return _POOL[1]
 
 
 def render_scene(spec: SceneSpec, width: int = 640, height: int = 480, *, lidar: bool = True) -> Frame:
     """Render an already sampled :class:`SceneSpec` (see :func:`render_frame`)."""
+    with single_thread_blas():
+        return _render_scene(spec, width, height, lidar)
+
+
+def _render_scene(spec: SceneSpec, width: int, height: int, lidar: bool) -> Frame:
     import open3d as o3d
 
     if int(width) < 8 or int(height) < 8:
@@ -124,92 +258,106 @@ def render_scene(spec: SceneSpec, width: int = 640, height: int = 480, *, lidar:
     geom_refl = np.array([b.reflectivity for b in bgs] + [o.reflectivity for o in objs], dtype=np.float64)
     scene = _build_raycasting(meshes)
 
+    # Work that does not need the camera image runs on a worker thread meanwhile (numpy and
+    # Open3D release the GIL): pixel noise, amodal masks, and the LiDAR once the scene's BVH
+    # exists. Each job has its own data and random stream, so the bytes do not depend on timing.
+    pool = _worker_pool()
+    noise_job = pool.submit(_pixel_noise, spec, W, H)
     rays = _camera_rays(K, T_bc, W, H)
-    ans = scene.cast_rays(o3d.core.Tensor(rays))
+    amodal_job = pool.submit(_amodal_masks, objs, rays, K, T_bc, W, H)
+    ans = scene.cast_rays(o3d.core.Tensor.from_numpy(rays))            # also builds the BVH
+    T_bl = spec.T_base_lidar
+    if lidar:
+        lidar_job = pool.submit(_lidar, scene, spec, T_bl, geom_to_inst, geom_refl)
     t = ans["t_hit"].numpy()                                     # [H*W] camera-z depth
-    gid = ans["geometry_ids"].numpy().astype(np.int64)
     hit = np.isfinite(t)
+    idx = np.flatnonzero(hit)
+    full = len(idx) == H * W                    # every pixel hit (typical for tabletop): no gathers
+    gid = ans["geometry_ids"].numpy()
+    g = (gid if full else np.take(gid, idx)).astype(np.int64)             # [P] geometry ids of the hits
     depth = t.reshape(H, W).astype(np.float32)
     visible_ids = np.zeros(H * W, dtype=np.int32)
-    visible_ids[hit] = geom_to_inst[gid[hit]]
+    np.put(visible_ids, idx, np.take(geom_to_inst, g))
     visible_ids = visible_ids.reshape(H, W)
 
     # ---- shading: Lambert + ambient, one directional light with cast shadows, tile textures
-    idx = np.flatnonzero(hit)
-    d = rays[idx, 3:]
-    p = rays[idx, :3] + d * t[idx, None]                                   # [P, 3] float32 base_link
-    n = ans["primitive_normals"].numpy()[idx]
-    n *= np.where(np.einsum("ij,ij->i", n, d) > 0, np.float32(-1), np.float32(1))[:, None]  # face the camera
-    g = gid[idx]
+    th = t if full else t[idx]                                             # [P] hit depths
+    d = np.ascontiguousarray(rays[:, 3:]) if full else _ray_dirs(rays, idx)   # [P, 3] contiguous
+    p = np.empty_like(d)                                                   # [P, 3] float32 base_link
+    for c in range(3):
+        np.multiply(d[:, c], th, out=p[:, c])
+        p[:, c] += rays[0, c]                   # + the camera position (every ray's origin)
+    n = ans["primitive_normals"].numpy()
+    if not full:
+        n = np.take(n, idx, axis=0)
+    np.negative(n, out=n, where=(np.einsum("ij,ij->i", n, d) > 0)[:, None])   # face the camera
+    del d
     color_table = np.zeros((len(meshes), 3), dtype=np.float32)
     for k, o in enumerate(objs):
         color_table[len(bgs) + k] = o.color
-    albedo = color_table[g]                                                # [P, 3] float32
+    albedo = np.take(color_table, g, axis=0)                               # [P, 3] float32
     for k, b in enumerate(bgs):
         sel = np.flatnonzero(g == k)
         if len(sel):
-            albedo[sel] = _texture(b, p[sel])
+            _put_rows(albedo, sel, _texture(b, np.take(p, sel, axis=0)))
     lam = np.clip(n @ spec.light_dir.astype(np.float32), 0.0, None)
     lit_idx = np.flatnonzero(lam > 0)
     lit = np.zeros(len(idx), dtype=bool)
     if len(lit_idx):
-        eps = 1e-4 + 2e-4 * t[idx[lit_idx]]
+        eps = 2e-4 * th[lit_idx]
+        eps += 1e-4
+        nl, pl = np.take(n, lit_idx, axis=0), np.take(p, lit_idx, axis=0)
         sh = np.empty((len(lit_idx), 6), dtype=np.float32)
-        sh[:, :3] = p[lit_idx] + n[lit_idx] * eps[:, None]
-        sh[:, 3:] = spec.light_dir
-        occluded = scene.test_occlusions(o3d.core.Tensor(sh)).numpy().astype(bool)
-        lit[lit_idx] = ~occluded
+        for c in range(3):
+            np.multiply(nl[:, c], eps, out=sh[:, c])
+            sh[:, c] += pl[:, c]
+            sh[:, 3 + c] = np.float32(spec.light_dir[c])
+        del nl, pl
+        occluded = scene.test_occlusions(o3d.core.Tensor.from_numpy(sh)).numpy()
+        lit[lit_idx] = occluded == 0
     shade = spec.ambient + (1.0 - spec.ambient) * lam * lit
-    img = np.empty((H * W, 3), dtype=np.float32)
-    img[idx] = albedo * shade[:, None]
+    for c in range(3):
+        albedo[:, c] *= shade
+    if full:
+        img = albedo
+    else:
+        img = np.empty((H * W, 3), dtype=np.float32)
+        _put_rows(img, idx, albedo)
     miss = np.flatnonzero(~hit)
     if len(miss):
         if spec.preset == "street":
-            dm = rays[miss, 3:].astype(np.float64)
-            e = np.clip(3.0 * dm[:, 2] / np.linalg.norm(dm, axis=1), 0.0, 1.0)[:, None]
-        else:
-            e = (1.0 - (miss // W) / max(H - 1, 1))[:, None]
-        img[miss] = spec.sky_bottom * (1 - e) + spec.sky_top * e
-    img_rng = np.random.default_rng([spec.seed, 7, W, H])
-    img = img.reshape(H, W, 3) * np.float32(255.0) + \
-        img_rng.standard_normal((H, W, 3), dtype=np.float32) * np.float32(spec.noise_sigma)
-    rgb = np.clip(np.rint(img), 0, 255).astype(np.uint8)
+            dm = _ray_dirs(rays, miss).astype(np.float64)
+            e = np.clip(3.0 * dm[:, 2] / np.linalg.norm(dm, axis=1), 0.0, 1.0)
+            sky = np.empty((len(miss), 3), dtype=np.float32)
+            for c in range(3):                  # sky_bottom * (1 - e) + sky_top * e, per channel
+                sky[:, c] = spec.sky_bottom[c] * (1 - e) + spec.sky_top[c] * e
+            _put_rows(img, miss, sky)
+        else:                                   # wall: a colour per image row
+            e = (1.0 - np.arange(H) / max(H - 1, 1))[:, None]
+            _put_rows(img, miss, np.take((spec.sky_bottom * (1 - e) + spec.sky_top * e).astype(np.float32),
+                                         miss // W, axis=0))
+    img = img.reshape(H, W, 3)
+    img *= np.float32(255.0)
+    img += noise_job.result()
+    np.rint(img, out=img)
+    rgb = np.clip(img, 0, 255, out=img).astype(np.uint8)
 
-    # ---- amodal masks: each object alone, rays limited to its projected box
-    amodal = np.zeros((M, H, W), dtype=bool)
-    T_cb = np.linalg.inv(T_bc)
-    for k, o in enumerate(objs):
-        vc = o.mesh.vertices @ T_cb[:3, :3].T + T_cb[:3, 3]
-        if (vc[:, 2] <= 1e-6).any():
-            x0, y0, x1, y1 = 0, 0, W - 1, H - 1
-        else:
-            uv = vc[:, :2] / vc[:, 2:3] * np.array([K[0, 0], K[1, 1]]) + K[:2, 2]
-            x0 = max(int(np.floor(uv[:, 0].min())) - 1, 0)
-            y0 = max(int(np.floor(uv[:, 1].min())) - 1, 0)
-            x1 = min(int(np.ceil(uv[:, 0].max())) + 1, W - 1)
-            y1 = min(int(np.ceil(uv[:, 1].max())) + 1, H - 1)
-        if x0 > x1 or y0 > y1:
-            continue
-        sub = rays.reshape(H, W, 6)[y0:y1 + 1, x0:x1 + 1].reshape(-1, 6)
-        alone = _build_raycasting([o.mesh])
-        ht = alone.cast_rays(o3d.core.Tensor(np.ascontiguousarray(sub)))["t_hit"].numpy()
-        amodal[k, y0:y1 + 1, x0:x1 + 1] = np.isfinite(ht).reshape(y1 - y0 + 1, x1 - x0 + 1)
+    # ---- amodal masks (computed by the worker): a first hit is a hit of the object alone
+    amodal = amodal_job.result()
     vflat = visible_ids.reshape(-1)
     vis_pix = np.flatnonzero(vflat > 0)
     amodal.reshape(M, -1)[vflat[vis_pix] - 1, vis_pix] = True   # a first hit is a hit of the object alone
 
     # ---- LiDAR
-    T_bl = spec.T_base_lidar
     if lidar:
-        lidar_rng = np.random.default_rng([spec.seed, 11])
-        pts, pids = simulate_lidar(scene, spec.cfg, T_bl, geom_to_inst, geom_refl, lidar_rng)
+        pts, pids = lidar_job.result()
     else:
         pts, pids = np.zeros((0, 4), np.float32), np.zeros(0, np.int32)
 
     # ---- ground truth
     obj_ids = np.array([o.instance_id for o in objs], dtype=np.int32)
     vis_count = np.bincount(vflat, minlength=M + 1)[1:M + 1]
-    am_count = amodal.reshape(M, -1).sum(1) if M else np.zeros(0, np.int64)
+    am_count = np.count_nonzero(amodal.reshape(M, -1), axis=1).astype(np.int64) if M else np.zeros(0, np.int64)
     annotated = (vis_count >= MIN_VISIBLE_PIXELS) & (am_count > 0)
     annotations = []
     for k, o in enumerate(objs):
@@ -255,4 +403,5 @@ def render_frame(preset: str, seed: int, width: int = 640, height: int = 480, *,
     Raises:
         ConfigError: unknown preset. InvalidInputError: bad seed or image size.
     """
-    return render_scene(build_scene(preset, seed, rig_seed=rig_seed), width, height, lidar=lidar)
+    with single_thread_blas():
+        return _render_scene(build_scene(preset, seed, rig_seed=rig_seed), width, height, lidar)
