@@ -1,0 +1,1 @@
+"""Occlusion-aware Mask2Former-style amodal segmentation model (no ROS imports)."""

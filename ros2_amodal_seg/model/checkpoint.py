@@ -1,0 +1,166 @@
+"""Checkpoints: safetensors weights + a JSON metadata file beside them (never pickle).
+
+``<stem>.safetensors`` holds the state dict (float32 or float16); ``<stem>.json`` holds
+the classes, the internal input size, the normalisation, the full model config and
+versions. Loading checks everything and raises :class:`CheckpointError` with a clear
+message on a missing, corrupt or mismatched checkpoint.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ros2_amodal_seg.errors import CheckpointError, ConfigError
+from ros2_amodal_seg.model.model import AmodalSegModel, ModelConfig
+from ros2_amodal_seg.version import __version__
+
+FORMAT = "ros2_amodal_seg.amodal_model"
+FORMAT_VERSION = 1
+
+
+def meta_path(weights: str | Path) -> Path:
+    """``x.safetensors`` -> ``x.json``."""
+    return Path(weights).with_suffix(".json")
+
+
+def save_checkpoint(path: str | Path, model: nn.Module, cfg: ModelConfig, classes: dict[int, str],
+                    extra: dict[str, Any] | None = None, half: bool = False) -> Path:
+    """Write ``path`` (.safetensors) and its .json metadata; returns the weights path."""
+    from safetensors.torch import save_file  # noqa: PLC0415
+
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise CheckpointError(f"checkpoint path must end in .safetensors, got {path}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model = getattr(model, "module", model)
+    sd = {k: (v.detach().half() if half and v.is_floating_point() else v.detach()).contiguous().cpu()
+          for k, v in model.state_dict().items()}
+    save_file(sd, str(path))
+    meta = {
+        "format": FORMAT, "format_version": FORMAT_VERSION, "package_version": __version__,
+        "torch_version": torch.__version__,
+        "classes": [[int(k), str(v)] for k, v in sorted(classes.items())],
+        "input_size": [cfg.input_height, cfg.input_width],
+        "pixel_mean": list(cfg.pixel_mean), "pixel_std": list(cfg.pixel_std), "pixel_range": 255,
+        "dtype": "float16" if half else "float32",
+        "model_config": cfg.to_dict(),
+        **(extra or {}),
+    }
+    meta_path(path).write_text(json.dumps(meta, indent=1))
+    return path
+
+
+def read_metadata(path: str | Path) -> dict:
+    """The checked metadata of checkpoint ``path``."""
+    path = Path(path)
+    mp = meta_path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint weights {path} not found")
+    if not mp.is_file():
+        raise CheckpointError(f"checkpoint metadata {mp} not found (expected beside {path.name})")
+    try:
+        meta = json.loads(mp.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"checkpoint metadata {mp} is not valid JSON: {exc}") from exc
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise CheckpointError(f"{mp} is not a {FORMAT} checkpoint (format={meta.get('format') if isinstance(meta, dict) else None!r})")
+    if int(meta.get("format_version", -1)) > FORMAT_VERSION:
+        raise CheckpointError(f"{mp} has format_version {meta.get('format_version')}, this code reads <= {FORMAT_VERSION}")
+    for key in ("classes", "model_config", "input_size"):
+        if key not in meta:
+            raise CheckpointError(f"{mp} lacks '{key}'")
+    return meta
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu",
+                    expected_config: ModelConfig | None = None,
+                    expected_classes: dict[int, str] | None = None) -> tuple[AmodalSegModel, dict]:
+    """Build the model from the metadata and load the weights (float32, eval mode).
+
+    Raises:
+        CheckpointError: missing files, corrupt safetensors, a config / class table that
+            differs from ``expected_*``, or weights whose names/shapes do not match.
+    """
+    from safetensors import SafetensorError  # noqa: PLC0415
+    from safetensors.torch import load_file  # noqa: PLC0415
+
+    meta = read_metadata(path)
+    try:
+        cfg = ModelConfig.from_dict(meta["model_config"])
+    except ConfigError as exc:
+        raise CheckpointError(f"checkpoint {path}: {exc}") from exc
+    if expected_config is not None and cfg != expected_config:
+        diff = {k: (v, expected_config.to_dict()[k]) for k, v in cfg.to_dict().items() if expected_config.to_dict()[k] != v}
+        raise CheckpointError(f"checkpoint {path} model config differs from the expected one: {diff}")
+    classes = {int(k): str(v) for k, v in meta["classes"]}
+    if len(classes) != cfg.num_classes:
+        raise CheckpointError(f"checkpoint {path}: {len(classes)} classes in metadata but num_classes={cfg.num_classes}")
+    if expected_classes is not None and classes != dict(expected_classes):
+        raise CheckpointError(f"checkpoint {path} classes {classes} differ from expected {dict(expected_classes)}")
+    if list(meta["input_size"]) != [cfg.input_height, cfg.input_width]:
+        raise CheckpointError(f"checkpoint {path}: input_size {meta['input_size']} disagrees with the model config")
+    try:
+        sd = load_file(str(path), device="cpu")
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"checkpoint weights {path} are corrupt or unreadable: {exc}") from exc
+    model = AmodalSegModel(cfg)
+    own = model.state_dict()
+    missing = sorted(set(own) - set(sd))
+    unexpected = sorted(set(sd) - set(own))
+    shape_bad = [k for k in own if k in sd and tuple(sd[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or shape_bad:
+        raise CheckpointError(
+            f"checkpoint {path} does not match its model config: missing {missing[:5]}, unexpected {unexpected[:5]}, "
+            f"wrong shape {shape_bad[:5]}")
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in sd.items()})
+    model.to(device).eval()
+    meta["classes_dict"] = classes
+    return model, meta
+
+
+def save_training_state(path: str | Path, optimizer: torch.optim.Optimizer, info: dict) -> None:
+    """Optimizer state (tensors -> safetensors, the rest -> JSON) for ``--resume``."""
+    from safetensors.torch import save_file  # noqa: PLC0415
+
+    path = Path(path)
+    sd = optimizer.state_dict()
+    tensors, scalars = {}, {}
+    for pid, st in sd["state"].items():
+        for k, v in st.items():
+            if torch.is_tensor(v) and v.ndim > 0:
+                tensors[f"{pid}.{k}"] = v.detach().cpu().contiguous()
+            else:
+                scalars[f"{pid}.{k}"] = float(v)
+    save_file(tensors if tensors else {"_empty": torch.zeros(1)}, str(path))
+    meta_path(path).write_text(json.dumps({"param_groups": sd["param_groups"], "scalars": scalars, "info": info}))
+
+
+def load_training_state(path: str | Path, optimizer: torch.optim.Optimizer) -> dict:
+    """Restore what :func:`save_training_state` wrote; returns its ``info``."""
+    from safetensors import SafetensorError  # noqa: PLC0415
+    from safetensors.torch import load_file  # noqa: PLC0415
+
+    path = Path(path)
+    try:
+        tensors = load_file(str(path))
+        meta = json.loads(meta_path(path).read_text())
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"training state {path} unreadable: {exc}") from exc
+    state: dict[int, dict] = {}
+    for key, v in tensors.items():
+        if key == "_empty":
+            continue
+        pid, k = key.split(".", 1)
+        state.setdefault(int(pid), {})[k] = v
+    for key, v in meta["scalars"].items():
+        pid, k = key.split(".", 1)
+        state.setdefault(int(pid), {})[k] = torch.tensor(v)
+    try:
+        optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    except (ValueError, KeyError) as exc:
+        raise CheckpointError(f"training state {path} does not match the optimizer: {exc}") from exc
+    return meta["info"]

@@ -1,0 +1,142 @@
+"""Sub-commands of ``amodal-seg``: train, predict, evaluate, export, bench."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+REPO_CONFIG = Path(__file__).resolve().parents[2] / "config"
+
+
+def _default_cfg(name: str) -> str | None:
+    p = REPO_CONFIG / name
+    return str(p) if p.is_file() else None
+
+
+def _train(args: argparse.Namespace) -> int:
+    import dataclasses  # noqa: PLC0415
+
+    from ros2_amodal_seg.model.criterion import LossConfig  # noqa: PLC0415
+    from ros2_amodal_seg.model.model import ModelConfig  # noqa: PLC0415
+    from ros2_amodal_seg.model.train import TrainConfig, load_yaml_config, train  # noqa: PLC0415
+
+    mcfg = load_yaml_config(ModelConfig, args.model_config)
+    if args.no_occlusion_module:
+        mcfg = dataclasses.replace(mcfg, use_occlusion_module=False)
+    tcfg = load_yaml_config(TrainConfig, args.train_config, "train")
+    lcfg = load_yaml_config(LossConfig, args.train_config, "loss") if args.train_config else LossConfig()
+    over = {k: v for k, v in {"epochs": args.epochs, "steps": args.steps, "batch_size": args.batch_size,
+                              "lr": args.lr, "max_minutes": args.max_minutes, "val_every": args.val_every,
+                              "num_threads": args.threads}.items() if v is not None}
+    if args.steps is not None and args.epochs is None:
+        over["epochs"] = 0
+    if args.epochs is not None and args.steps is None:
+        over["steps"] = 0
+    tcfg = dataclasses.replace(tcfg, **over)
+    train(args.data, args.out, mcfg, tcfg, lcfg, val_dirs=args.val_data, device=args.device, resume=args.resume,
+          init_from=args.init)
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from ros2_amodal_seg.model.predict import predict_to_file  # noqa: PLC0415
+
+    preds = predict_to_file(args.dataset, args.out, args.checkpoint, args.device, args.score_threshold,
+                            args.max_instances, args.nms_iou, onnx=args.onnx)
+    print(f"wrote {len(preds)} predictions to {args.out}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from ros2_amodal_seg.errors import InvalidInputError  # noqa: PLC0415
+    from ros2_amodal_seg.model.evaluate import evaluate_predictions, format_table, plot_pr  # noqa: PLC0415
+
+    try:
+        preds = json.loads(Path(args.predictions).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise InvalidInputError(f"cannot read predictions {args.predictions}: {exc}") from exc
+    res = evaluate_predictions(args.dataset, preds, score_threshold=args.score_threshold, pr_curve=bool(args.plot))
+    print(format_table(res))
+    if args.plot:
+        plot_pr(res, args.plot)
+        print(f"PR curve -> {args.plot}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({k: v for k, v in res.items() if not k.startswith("_")}, indent=1))
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from ros2_amodal_seg.model.export import export_onnx  # noqa: PLC0415
+
+    path = export_onnx(args.checkpoint, args.onnx, opset=args.opset)
+    print(f"exported {path}")
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from ros2_amodal_seg.model.bench import run_bench  # noqa: PLC0415
+
+    run_bench(args.checkpoint, args.device, args.iters, args.warmup, compare_hf=not args.no_hf, json_out=args.json,
+              score_threshold=args.score_threshold)
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    f = argparse.ArgumentDefaultsHelpFormatter
+    p = sub.add_parser("train", help="train the amodal segmentation model", formatter_class=f,
+                       description="Train on one or more datasets (any layout the loader reads). Runs as DDP "
+                                   "when launched with torchrun --nproc_per_node N (gloo on CPU, nccl on GPU).")
+    p.add_argument("--data", action="append", required=True, metavar="DIR", help="training dataset (repeatable)")
+    p.add_argument("--val-data", action="append", metavar="DIR", help="validation dataset (repeatable)")
+    p.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory (checkpoints, history, plots)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--epochs", type=int, help="number of epochs")
+    g.add_argument("--steps", type=int, help="number of optimiser steps (overrides epochs)")
+    p.add_argument("--max-minutes", type=float, help="stop and save after this many minutes")
+    p.add_argument("--batch-size", type=int, help="images per process and step")
+    p.add_argument("--lr", type=float, help="peak learning rate")
+    p.add_argument("--val-every", type=int, help="steps between validations")
+    p.add_argument("--threads", type=int, help="torch CPU threads per process")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.safetensors")
+    p.add_argument("--init", metavar="CKPT", help="warm start from these weights (input size may differ)")
+    p.add_argument("--no-occlusion-module", action="store_true", help="ablation: disable the occlusion module")
+    p.add_argument("--model-config", default=_default_cfg("model.yaml"), help="model YAML")
+    p.add_argument("--train-config", default=_default_cfg("train.yaml"), help="training/loss YAML")
+    p.set_defaults(func=_train)
+
+    p = sub.add_parser("predict", help="predict a dataset to a formats.md JSON", formatter_class=f)
+    p.add_argument("dataset", help="dataset JSON / directory")
+    p.add_argument("--out", required=True, help="prediction JSON to write")
+    p.add_argument("--checkpoint", default=None, help="weights (.safetensors); default: the shipped model")
+    p.add_argument("--onnx", default=None, help="use this ONNX model with ONNX Runtime instead of torch")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--score-threshold", type=float, default=0.05, help="low keeps the AP curve complete")
+    p.add_argument("--max-instances", type=int, default=50)
+    p.add_argument("--nms-iou", type=float, default=0.6)
+    p.set_defaults(func=_predict)
+
+    p = sub.add_parser("evaluate", help="metrics of a prediction JSON against a dataset", formatter_class=f)
+    p.add_argument("dataset")
+    p.add_argument("predictions")
+    p.add_argument("--plot", metavar="PR.png", help="write a precision-recall plot")
+    p.add_argument("--json", metavar="OUT", help="write the metrics as JSON")
+    p.add_argument("--score-threshold", type=float, default=0.5,
+                   help="predictions used for occlusion MAE, order accuracy and PQ (AP uses all)")
+    p.set_defaults(func=_evaluate)
+
+    p = sub.add_parser("export", help="export the model to ONNX", formatter_class=f)
+    p.add_argument("--onnx", required=True, help="output .onnx")
+    p.add_argument("--checkpoint", default=None, help="weights; default: the shipped model")
+    p.add_argument("--opset", type=int, default=17)
+    p.set_defaults(func=_export)
+
+    p = sub.add_parser("bench", help="per-stage latency at 640x480 vs. HF Mask2Former", formatter_class=f)
+    p.add_argument("--checkpoint", default=None)
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--iters", type=int, default=10)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--score-threshold", type=float, default=0.5, help="post-processing score threshold")
+    p.add_argument("--no-hf", action="store_true", help="skip the transformers Mask2Former comparison")
+    p.add_argument("--json", default=None, help="write the numbers as JSON")
+    p.set_defaults(func=_bench)

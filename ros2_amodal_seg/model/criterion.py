@@ -1,0 +1,129 @@
+"""Training losses: classification, amodal/visible mask BCE + dice, occlusion rate, depth order.
+
+Targets per image (dict of tensors, mask grid = model output grid ``h x w``):
+    labels ``[N]`` int64 0..K-1; amodal, visible ``[N, h, w]`` float {0, 1};
+    occlusion ``[N]`` float in [0, 1]; occ_pairs ``[M, 2]`` int64 rows ``(i, j)``: object j occludes object i.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ros2_amodal_seg.model.matcher import MatcherConfig, hungarian_match
+from ros2_amodal_seg.model.transformer_decoder import LayerPrediction
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    weight_class: float = 0.2
+    no_object_weight: float = 0.1   # CE weight of the no-object class
+    weight_mask: float = 0.5        # BCE, amodal masks
+    weight_dice: float = 0.5        # dice, amodal masks
+    weight_visible: float = 1.0     # multiplier of the visible-mask BCE + dice terms
+    weight_occlusion: float = 2.0   # smooth L1 on occlusion rate
+    weight_order: float = 1.0       # pairwise depth-order hinge
+    order_margin: float = 1.0
+    deep_supervision: bool = True
+
+
+def dice_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Per-mask 1 - dice. logits, targets ``[M, P]`` -> ``[M]``."""
+    p = logits.sigmoid()
+    num = 2 * (p * targets).sum(-1)
+    den = p.sum(-1) + targets.sum(-1)
+    return 1 - (num + 1) / (den + 1)
+
+
+def order_loss(scores: torch.Tensor, pairs: torch.Tensor, margin: float) -> torch.Tensor:
+    """Hinge on physically inconsistent orders.
+
+    Args:
+        scores: ``[N]`` order scores of the matched objects (smaller = nearer), in target order.
+        pairs: ``[M, 2]`` rows ``(i, j)``: j occludes i, so we want ``scores[j] + margin <= scores[i]``.
+
+    Returns:
+        Scalar mean of ``relu(margin + s_j - s_i)`` (0 when no pair).
+    """
+    if pairs.numel() == 0:
+        return scores.sum() * 0.0
+    return F.relu(margin + scores[pairs[:, 1]] - scores[pairs[:, 0]]).mean()
+
+
+class SetCriterion(nn.Module):
+    def __init__(self, num_classes: int, cfg: LossConfig = LossConfig(),
+                 matcher: MatcherConfig = MatcherConfig()) -> None:
+        super().__init__()
+        self.k = num_classes
+        self.cfg = cfg
+        self.matcher = matcher
+        w = torch.ones(num_classes + 1)
+        w[-1] = cfg.no_object_weight
+        self.register_buffer("class_weight", w, persistent=False)
+
+    def layer_losses(self, pred: LayerPrediction, targets: list[dict]) -> dict[str, torch.Tensor]:
+        """Losses of one layer's predictions (``[B, Q, ...]``) against the batch targets."""
+        b, q = pred.class_logits.shape[:2]
+        dev = pred.class_logits.device
+        tgt_cls = torch.full((b, q), self.k, dtype=torch.int64, device=dev)
+        src_a, src_v, tgt_a, tgt_v, src_o, tgt_o, order_terms = [], [], [], [], [], [], []
+        for i, t in enumerate(targets):
+            qi, ti = hungarian_match(pred.class_logits[i], pred.amodal_logits[i], pred.visible_logits[i],
+                                     t["labels"], t["amodal"], t["visible"], self.matcher)
+            if len(qi) == 0:
+                continue
+            qi_t = torch.as_tensor(qi, device=dev)
+            ti_t = torch.as_tensor(ti, device=dev)
+            tgt_cls[i, qi_t] = t["labels"][ti_t]
+            src_a.append(pred.amodal_logits[i, qi_t].flatten(1))
+            src_v.append(pred.visible_logits[i, qi_t].flatten(1))
+            tgt_a.append(t["amodal"][ti_t].flatten(1).float())
+            tgt_v.append(t["visible"][ti_t].flatten(1).float())
+            src_o.append(pred.occlusion_rates[i, qi_t])
+            tgt_o.append(t["occlusion"][ti_t].float())
+            pairs = t.get("occ_pairs")
+            if pairs is not None and pairs.numel():
+                # scores of every target object: query matched to target k
+                q_of_t = torch.empty(len(t["labels"]), dtype=torch.int64, device=dev)
+                q_of_t[ti_t] = qi_t
+                order_terms.append(order_loss(pred.order_scores[i][q_of_t], pairs, self.cfg.order_margin))
+        logits = pred.class_logits.float()
+        loss_ce = F.cross_entropy(logits.transpose(1, 2), tgt_cls, weight=self.class_weight)
+        zero = logits.sum() * 0.0
+        if src_a:
+            sa, sv = torch.cat(src_a).float(), torch.cat(src_v).float()
+            ta, tv = torch.cat(tgt_a), torch.cat(tgt_v)
+            loss_mask = F.binary_cross_entropy_with_logits(sa, ta, reduction="none").mean(1).mean()
+            loss_dice = dice_loss(sa, ta).mean()
+            loss_vmask = F.binary_cross_entropy_with_logits(sv, tv, reduction="none").mean(1).mean()
+            loss_vdice = dice_loss(sv, tv).mean()
+            loss_occ = F.smooth_l1_loss(torch.cat(src_o).float(), torch.cat(tgt_o), beta=0.1)
+        else:
+            loss_mask = loss_dice = loss_vmask = loss_vdice = loss_occ = zero + pred.amodal_logits.sum() * 0.0
+        loss_order = torch.stack(order_terms).mean() if order_terms else zero + pred.order_scores.sum() * 0.0
+        c = self.cfg
+        return {
+            "class": c.weight_class * loss_ce,
+            "mask": c.weight_mask * loss_mask,
+            "dice": c.weight_dice * loss_dice,
+            "visible_mask": c.weight_visible * c.weight_mask * loss_vmask,
+            "visible_dice": c.weight_visible * c.weight_dice * loss_vdice,
+            "occlusion": c.weight_occlusion * loss_occ,
+            "order": c.weight_order * loss_order,
+        }
+
+    def forward(self, final: LayerPrediction, aux: list[LayerPrediction],
+                targets: list[dict]) -> tuple[torch.Tensor, dict[str, float]]:
+        """Total loss (final + every aux layer when deep supervision) and a float breakdown."""
+        layers = [final] + (list(aux) if self.cfg.deep_supervision else [])
+        total = None
+        parts: dict[str, float] = {}
+        for li, p in enumerate(layers):
+            d = self.layer_losses(p, targets)
+            s = sum(d.values())
+            total = s if total is None else total + s
+            if li == 0:
+                parts = {k: float(v.detach()) for k, v in d.items()}
+        return total, parts

@@ -1,0 +1,95 @@
+"""ONNX export and an ONNX Runtime inference path with the same post-processing as torch."""
+from __future__ import annotations
+
+import json
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ros2_amodal_seg.errors import CheckpointError
+from ros2_amodal_seg.model.checkpoint import load_checkpoint
+from ros2_amodal_seg.model.model import ExportWrapper
+from ros2_amodal_seg.model.postprocess import PostprocessConfig, postprocess
+from ros2_amodal_seg.model.predictor import DEFAULT_CHECKPOINT, check_image, preprocess
+from ros2_amodal_seg.types import Instances2D
+
+OUTPUT_NAMES = ("class_logits", "amodal_logits", "visible_logits", "occlusion_rates", "order_scores")
+
+
+def export_onnx(checkpoint: str | Path | None, onnx_path: str | Path, opset: int = 17) -> Path:
+    """Export the final-layer outputs for a ``[1, 3, Hi, Wi]`` float 0..255 input.
+
+    The checkpoint metadata is embedded as the ONNX ``metadata_props`` entry ``amodal_seg``.
+    """
+    import onnx  # noqa: PLC0415
+
+    model, meta = load_checkpoint(DEFAULT_CHECKPOINT if checkpoint is None else checkpoint, "cpu")
+    cfg = model.cfg
+    dummy = torch.rand(1, 3, cfg.input_height, cfg.input_width) * 255
+    onnx_path = Path(onnx_path)
+    onnx_path.parent.mkdir(parents=True, exist_ok=True)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # legacy-exporter deprecation and tracer notes (input size is fixed)
+        torch.onnx.export(ExportWrapper(model).eval(), (dummy,), str(onnx_path), dynamo=False, opset_version=opset,
+                          input_names=["image"], output_names=list(OUTPUT_NAMES))
+    m = onnx.load(str(onnx_path))
+    meta = {k: v for k, v in meta.items() if k != "classes_dict"}
+    entry = m.metadata_props.add()
+    entry.key, entry.value = "amodal_seg", json.dumps(meta)
+    onnx.save(m, str(onnx_path))
+    return onnx_path
+
+
+class OnnxPredictor:
+    """Same interface as :class:`AmodalPredictor` (``predict``, thresholds, timings) on ONNX Runtime."""
+
+    def __init__(self, onnx_path: str | Path, score_threshold: float = 0.5, max_instances: int = 50,
+                 nms_iou: float = 0.6, providers: list[str] | None = None) -> None:
+        import onnxruntime as ort  # noqa: PLC0415
+
+        p = Path(onnx_path)
+        if not p.is_file():
+            raise CheckpointError(f"ONNX model {p} not found")
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = 2
+        try:
+            self.session = ort.InferenceSession(str(p), so, providers=providers or ["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own exception types  # noqa: BLE001
+            raise CheckpointError(f"cannot load ONNX model {p}: {exc}") from exc
+        props = self.session.get_modelmeta().custom_metadata_map
+        if "amodal_seg" not in props:
+            raise CheckpointError(f"{p} lacks the amodal_seg metadata (not exported by amodal-seg export)")
+        self.meta = json.loads(props["amodal_seg"])
+        self.class_names = {int(k): str(v) for k, v in self.meta["classes"]}
+        self.class_ids = sorted(self.class_names)
+        self.input_size = tuple(int(v) for v in self.meta["input_size"])
+        self.score_threshold = float(score_threshold)
+        self.max_instances = int(max_instances)
+        self.nms_iou = float(nms_iou)
+        self.device = "cpu"
+        self.last_timings_ms: dict[str, float] = {}
+
+    def raw(self, image_rgb: np.ndarray) -> list[np.ndarray]:
+        """Network outputs for one image (batch dimension removed)."""
+        x = preprocess(image_rgb, *self.input_size)
+        return [o[0] for o in self.session.run(list(OUTPUT_NAMES), {"image": x})]
+
+    def predict(self, image_rgb: np.ndarray) -> Instances2D:
+        check_image(image_rgb)
+        t0 = time.perf_counter()
+        x = preprocess(image_rgb, *self.input_size)
+        t1 = time.perf_counter()
+        outs = [o[0] for o in self.session.run(list(OUTPUT_NAMES), {"image": x})]
+        t2 = time.perf_counter()
+        inst = postprocess(*outs, image_size=image_rgb.shape[:2], class_ids=self.class_ids,
+                           cfg=PostprocessConfig(self.score_threshold, self.max_instances, self.nms_iou))
+        t3 = time.perf_counter()
+        self.last_timings_ms = {"preprocess": (t1 - t0) * 1e3, "network": (t2 - t1) * 1e3,
+                                "postprocess": (t3 - t2) * 1e3}
+        return inst
+
+    def close(self) -> None:
+        self.session = None

@@ -1,0 +1,105 @@
+"""The assembled amodal segmentation network and its frozen configuration."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from ros2_amodal_seg.errors import ConfigError
+from ros2_amodal_seg.model.backbone import BackboneConfig, build_backbone
+from ros2_amodal_seg.model.pixel_decoder import PixelDecoder, PixelDecoderConfig
+from ros2_amodal_seg.model.transformer_decoder import LayerPrediction, TransformerDecoder, TransformerDecoderConfig
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything that defines the network's shapes (stored in the checkpoint metadata).
+
+    ``input_height`` x ``input_width`` is the fixed internal resolution: any image is
+    resized to it; masks come out at stride 4 of it and are upsampled to the full
+    image in post-processing.
+    """
+
+    num_classes: int = 5
+    input_height: int = 240
+    input_width: int = 320
+    hidden_dim: int = 128
+    mask_dim: int = 128
+    use_occlusion_module: bool = True
+    pixel_mean: tuple[float, float, float] = (0.485, 0.456, 0.406)  # RGB in [0, 1]
+    pixel_std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    decoder: TransformerDecoderConfig = field(default_factory=TransformerDecoderConfig)
+
+    def __post_init__(self) -> None:
+        if self.input_height % 16 or self.input_width % 16:
+            raise ConfigError(f"internal input {self.input_height}x{self.input_width} must be multiples of 16")
+        if self.num_classes < 1 or self.hidden_dim % self.decoder.num_heads:
+            raise ConfigError("num_classes >= 1 and hidden_dim divisible by num_heads required")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @staticmethod
+    def from_dict(d: dict) -> "ModelConfig":
+        """Inverse of :meth:`to_dict` (unknown keys -> ConfigError)."""
+        d = dict(d)
+        try:
+            bb = BackboneConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.pop("backbone", {}).items()})
+            dec = TransformerDecoderConfig(**d.pop("decoder", {}))
+            for k in ("pixel_mean", "pixel_std"):
+                if k in d:
+                    d[k] = tuple(d[k])
+            return ModelConfig(backbone=bb, decoder=dec, **d)
+        except TypeError as exc:
+            raise ConfigError(f"bad model config: {exc}") from exc
+
+
+@dataclass
+class ModelOutput:
+    """Attributes:
+        final: the last layer's predictions (see :class:`LayerPrediction`; masks ``[B, Q, H/4, W/4]``).
+        aux: earlier layers' predictions (deep supervision), first layer first.
+    """
+
+    final: LayerPrediction
+    aux: list[LayerPrediction]
+
+
+class AmodalSegModel(nn.Module):
+    """backbone -> FPN pixel decoder -> masked-attention decoder (+ occlusion module) -> heads."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.backbone = build_backbone(cfg.backbone)
+        self.pixel_decoder = PixelDecoder(PixelDecoderConfig(cfg.hidden_dim, cfg.mask_dim), self.backbone.out_channels)
+        self.decoder = TransformerDecoder(cfg.decoder, cfg.hidden_dim, cfg.mask_dim, cfg.num_classes,
+                                          cfg.use_occlusion_module)
+        self.register_buffer("pixel_mean", torch.tensor(cfg.pixel_mean).view(1, 3, 1, 1) * 255.0, persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(cfg.pixel_std).view(1, 3, 1, 1) * 255.0, persistent=False)
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """``[B, 3, H, W]`` float RGB in [0, 255] -> normalised."""
+        return (images - self.pixel_mean) / self.pixel_std
+
+    def forward(self, images: torch.Tensor) -> ModelOutput:
+        """images: ``[B, 3, Hi, Wi]`` float RGB 0..255 at the internal size."""
+        feats = self.backbone(self.normalize(images))
+        pix = self.pixel_decoder(feats)
+        preds = self.decoder(pix.multi_scale, pix.mask_features)
+        return ModelOutput(final=preds[-1], aux=preds[:-1])
+
+
+class ExportWrapper(nn.Module):
+    """Tuple-output wrapper for ONNX export: final-layer tensors only."""
+
+    def __init__(self, model: AmodalSegModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor):
+        f = self.model(images).final
+        return f.class_logits, f.amodal_logits, f.visible_logits, f.occlusion_rates, f.order_scores

@@ -1,0 +1,139 @@
+"""Post-processing (numpy only, shared by the torch and the ONNX Runtime paths).
+
+Per query: class score x mask quality, score threshold, mask NMS (a duplicate has
+both a high amodal and a high visible mask IoU; two distinct overlapping objects
+share amodal area but not visible area, so they survive), top-k, masks upsampled
+to the full image, visible := visible & amodal. Depth ranks come from the order
+scores (smaller = nearer); ``occluded_by`` from ``amodal_i & visible_j`` overlaps
+agreeing with the order.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from ros2_amodal_seg.types import Instances2D
+
+
+@dataclass(frozen=True)
+class PostprocessConfig:
+    score_threshold: float = 0.5
+    max_instances: int = 50
+    nms_iou: float = 0.6          # suppress when amodal AND visible mask IoU exceed this
+    mask_threshold: float = 0.5
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.clip(x, -50, 50)))
+
+
+def mask_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU matrix of bool masks ``a [N, ...]`` and ``b [M, ...]`` -> ``[N, M]`` float32."""
+    af = a.reshape(len(a), -1).astype(np.float32)
+    bf = b.reshape(len(b), -1).astype(np.float32)
+    inter = af @ bf.T
+    union = af.sum(1)[:, None] + bf.sum(1)[None, :] - inter
+    return np.where(union > 0, inter / np.maximum(union, 1e-9), 0.0).astype(np.float32)
+
+
+def mask_nms(amodal: np.ndarray, visible: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
+    """Greedy mask NMS.
+
+    Args:
+        amodal, visible: ``[N, h, w]`` bool masks; scores: ``[N]``.
+        iou_threshold: j is a duplicate of a kept i when both amodal and visible IoU exceed it.
+
+    Returns:
+        Kept indices, by descending score.
+    """
+    order = np.argsort(-scores, kind="stable")
+    if len(order) == 0:
+        return order
+    ia = mask_iou(amodal, amodal)
+    iv = mask_iou(visible, visible)
+    dup = (ia > iou_threshold) & (iv > iou_threshold)
+    keep: list[int] = []
+    suppressed = np.zeros(len(scores), bool)
+    for i in order:
+        if suppressed[i]:
+            continue
+        keep.append(int(i))
+        suppressed |= dup[i]
+    return np.array(keep, np.int64)
+
+
+def upsample_logits(logits: np.ndarray, height: int, width: int) -> np.ndarray:
+    """``[N, h, w]`` float logits -> ``[N, height, width]`` (bilinear, half-pixel centres)."""
+    n = len(logits)
+    if n == 0:
+        return np.zeros((0, height, width), np.float32)
+    out = []
+    for s in range(0, n, 500):  # cv2 handles <= 512 channels
+        chunk = np.ascontiguousarray(logits[s:s + 500].transpose(1, 2, 0).astype(np.float32))
+        r = cv2.resize(chunk, (width, height), interpolation=cv2.INTER_LINEAR)
+        out.append(r.reshape(height, width, -1).transpose(2, 0, 1))
+    return np.concatenate(out)
+
+
+def postprocess(class_logits: np.ndarray, amodal_logits: np.ndarray, visible_logits: np.ndarray,
+                occlusion_rates: np.ndarray, order_scores: np.ndarray, image_size: tuple[int, int],
+                class_ids: list[int], cfg: PostprocessConfig = PostprocessConfig()) -> Instances2D:
+    """One image's raw outputs -> :class:`Instances2D` at ``image_size`` ``(H, W)``.
+
+    Args:
+        class_logits: ``[Q, K+1]`` (last = no object). amodal_logits, visible_logits: ``[Q, h, w]``.
+        occlusion_rates: ``[Q]`` in [0, 1]. order_scores: ``[Q]`` (smaller = nearer).
+        class_ids: dataset category id of each of the K classes.
+    """
+    height, width = image_size
+    cl = class_logits.astype(np.float64)
+    prob = np.exp(cl - cl.max(-1, keepdims=True))
+    prob /= prob.sum(-1, keepdims=True)
+    cls_idx = prob[:, :-1].argmax(-1)
+    cls_score = prob[np.arange(len(prob)), cls_idx]
+    pa = _sigmoid(amodal_logits.astype(np.float32))
+    ba = pa > cfg.mask_threshold
+    bv = _sigmoid(visible_logits.astype(np.float32)) > cfg.mask_threshold
+    bv &= ba
+    area = ba.reshape(len(ba), -1).sum(1)
+    mask_q = (pa * ba).reshape(len(pa), -1).sum(1) / np.maximum(area, 1)
+    scores = (cls_score * mask_q).astype(np.float32)
+    cand = np.nonzero((scores >= cfg.score_threshold) & (area > 0))[0]
+    if len(cand):
+        keep = mask_nms(ba[cand], bv[cand], scores[cand], cfg.nms_iou)
+        cand = cand[keep][: cfg.max_instances]
+    if len(cand) == 0:
+        return Instances2D.empty(height, width)
+    am = upsample_logits(amodal_logits[cand], height, width) > 0.0
+    vi = (upsample_logits(visible_logits[cand], height, width) > 0.0) & am
+    nonempty = am.reshape(len(cand), -1).any(1)
+    cand, am, vi = cand[nonempty], am[nonempty], vi[nonempty]
+    return Instances2D(amodal_masks=am, visible_masks=vi,
+                       class_ids=np.array([class_ids[i] for i in cls_idx[cand]], np.int64),
+                       scores=scores[cand].astype(np.float32),
+                       occlusion_rates=np.clip(occlusion_rates[cand], 0, 1).astype(np.float32),
+                       order_scores=order_scores[cand].astype(np.float32))
+
+
+def depth_ranks(order_scores: np.ndarray) -> np.ndarray:
+    """``[N]`` order scores -> ``[N]`` int64 ranks, 0 = nearest (smallest score)."""
+    ranks = np.empty(len(order_scores), np.int64)
+    ranks[np.argsort(order_scores, kind="stable")] = np.arange(len(order_scores))
+    return ranks
+
+
+def occluded_by(inst: Instances2D, min_overlap_px: int = 4) -> list[list[int]]:
+    """For each instance i the indices j with ``|amodal_i & visible_j| >= min_overlap_px`` and j nearer than i."""
+    n = len(inst)
+    if n == 0:
+        return []
+    a = inst.amodal_masks.reshape(n, -1).astype(np.float32)
+    v = inst.visible_masks.reshape(n, -1).astype(np.float32)
+    inter = a @ v.T  # [N, N]
+    res = []
+    for i in range(n):
+        res.append([int(j) for j in range(n)
+                    if j != i and inter[i, j] >= min_overlap_px and inst.order_scores[j] < inst.order_scores[i]])
+    return res

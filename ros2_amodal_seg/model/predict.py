@@ -1,0 +1,51 @@
+"""``amodal-seg predict``: a dataset -> a formats.md prediction JSON."""
+from __future__ import annotations
+
+
+
+from ros2_amodal_seg import masks as M
+from ros2_amodal_seg.model.postprocess import depth_ranks, occluded_by
+from ros2_amodal_seg.types import Instances2D
+
+
+def instances_to_predictions(inst: Instances2D, image_id: int) -> list[dict]:
+    """One image's instances -> formats.md prediction dicts (``occluded_by`` indexes this image's list)."""
+    if len(inst) == 0:
+        return []
+    ranks = depth_ranks(inst.order_scores)
+    occ_by = occluded_by(inst)
+    am = M.encode_batch(inst.amodal_masks)
+    vi = M.encode_batch(inst.visible_masks)
+    return [{"image_id": int(image_id), "category_id": int(inst.class_ids[i]), "score": float(inst.scores[i]),
+             "segmentation": am[i], "visible_mask": vi[i], "occlude_rate": float(inst.occlusion_rates[i]),
+             "depth_rank": int(ranks[i]), "order_score": float(inst.order_scores[i]), "occluded_by": occ_by[i]}
+            for i in range(len(inst))]
+
+
+def predict_to_file(dataset_path: str, out_path: str, checkpoint: str | None = None, device: str = "auto",
+                    score_threshold: float = 0.05, max_instances: int = 50, nms_iou: float = 0.6,
+                    onnx: str | None = None) -> list[dict]:
+    """Predict every image of ``dataset_path`` (any layout the loader reads) and write ``out_path``."""
+    import json  # noqa: PLC0415
+    from pathlib import Path  # noqa: PLC0415
+
+    from tqdm import tqdm  # noqa: PLC0415
+
+    from ros2_amodal_seg.model.data import load_amodal_dataset  # noqa: PLC0415
+
+    ds = load_amodal_dataset(dataset_path)
+    if onnx:
+        from ros2_amodal_seg.model.export import OnnxPredictor  # noqa: PLC0415
+
+        pred = OnnxPredictor(onnx, score_threshold=score_threshold, max_instances=max_instances, nms_iou=nms_iou)
+    else:
+        from ros2_amodal_seg.model.predictor import AmodalPredictor  # noqa: PLC0415
+
+        pred = AmodalPredictor.from_checkpoint(checkpoint, device=device, score_threshold=score_threshold,
+                                               max_instances=max_instances, nms_iou=nms_iou)
+    out: list[dict] = []
+    for s in tqdm(ds.samples, desc="predict", unit="img"):
+        out.extend(instances_to_predictions(pred.predict(s.load_image()), s.image_id))
+    Path(out_path).parent.mkdir(parents=True, exist_ok=True)
+    Path(out_path).write_text(json.dumps(out))
+    return out

@@ -1,0 +1,117 @@
+"""Runtime API used by the ROS node: :class:`AmodalPredictor`."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from ros2_amodal_seg.errors import CheckpointError, InvalidInputError
+from ros2_amodal_seg.model.checkpoint import load_checkpoint
+from ros2_amodal_seg.model.model import AmodalSegModel
+from ros2_amodal_seg.model.postprocess import PostprocessConfig, postprocess
+from ros2_amodal_seg.types import Instances2D
+
+#: The shipped checkpoint (metadata in ``amodal_seg.json`` beside it).
+DEFAULT_CHECKPOINT: Path = Path(__file__).resolve().parent.parent / "weights" / "amodal_seg.safetensors"
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """``auto`` -> cuda:0 when available else cpu; ``cuda`` without CUDA -> InvalidInputError."""
+    if device == "auto":
+        return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise InvalidInputError(f"device {device!r} requested but CUDA is not available")
+        return torch.device("cuda:0" if device == "cuda" else device)
+    if device == "cpu":
+        return torch.device("cpu")
+    raise InvalidInputError(f"unknown device {device!r} (auto|cpu|cuda)")
+
+
+def check_image(image_rgb: np.ndarray) -> None:
+    """Raise InvalidInputError unless ``image_rgb`` is ``[H, W, 3]`` uint8 with H, W >= 8."""
+    if not isinstance(image_rgb, np.ndarray):
+        raise InvalidInputError(f"image must be a numpy array, got {type(image_rgb).__name__}")
+    if image_rgb.dtype != np.uint8:
+        raise InvalidInputError(f"image must be uint8 RGB, got dtype {image_rgb.dtype}")
+    if image_rgb.ndim != 3 or image_rgb.shape[2] != 3 or image_rgb.shape[0] < 8 or image_rgb.shape[1] < 8:
+        raise InvalidInputError(f"image must be [H, W, 3] with H, W >= 8, got shape {image_rgb.shape}")
+
+
+def preprocess(image_rgb: np.ndarray, height: int, width: int) -> np.ndarray:
+    """``[H, W, 3]`` uint8 RGB -> ``[1, 3, height, width]`` float32 0..255 (plain resize)."""
+    interp = cv2.INTER_AREA if image_rgb.shape[0] > height else cv2.INTER_LINEAR
+    x = cv2.resize(image_rgb, (width, height), interpolation=interp)
+    return np.ascontiguousarray(x.transpose(2, 0, 1)[None].astype(np.float32))
+
+
+class AmodalPredictor:
+    """Loads a checkpoint once; :meth:`predict` maps an RGB image to :class:`Instances2D`.
+
+    ``score_threshold``, ``max_instances`` and ``nms_iou`` are plain attributes that can
+    be changed between calls.
+    """
+
+    def __init__(self, model: AmodalSegModel, meta: dict, device: torch.device, score_threshold: float = 0.5,
+                 max_instances: int = 50, nms_iou: float = 0.6) -> None:
+        self.model = model
+        self.meta = meta
+        self._device = device
+        self.score_threshold = float(score_threshold)
+        self.max_instances = int(max_instances)
+        self.nms_iou = float(nms_iou)
+        self.class_names: dict[int, str] = dict(meta["classes_dict"])
+        self.class_ids: list[int] = sorted(self.class_names)
+        self.input_size: tuple[int, int] = (model.cfg.input_height, model.cfg.input_width)
+        self.last_timings_ms: dict[str, float] = {}
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path | None = None, device: str = "auto", score_threshold: float = 0.5,
+                        max_instances: int = 50, nms_iou: float = 0.6) -> "AmodalPredictor":
+        """Load ``path`` (default :data:`DEFAULT_CHECKPOINT`) on ``device`` (auto|cpu|cuda)."""
+        dev = resolve_device(device)
+        model, meta = load_checkpoint(DEFAULT_CHECKPOINT if path is None else path, dev)
+        return cls(model, meta, dev, score_threshold, max_instances, nms_iou)
+
+    @property
+    def device(self) -> str:
+        """``"cpu"`` or ``"cuda:0"``."""
+        return str(self._device)
+
+    def _sync(self) -> None:
+        if self._device.type == "cuda":
+            torch.cuda.synchronize(self._device)
+
+    @torch.inference_mode()
+    def predict(self, image_rgb: np.ndarray) -> Instances2D:
+        """``image_rgb`` ``[H, W, 3]`` uint8 RGB (any size) -> instances at ``H x W``."""
+        if self.model is None:
+            raise CheckpointError("predictor was closed")
+        check_image(image_rgb)
+        t0 = time.perf_counter()
+        x = torch.from_numpy(preprocess(image_rgb, *self.input_size)).to(self._device)
+        self._sync()
+        t1 = time.perf_counter()
+        feats = self.model.backbone(self.model.normalize(x))
+        self._sync()
+        t2 = time.perf_counter()
+        pix = self.model.pixel_decoder(feats)
+        f = self.model.decoder(pix.multi_scale, pix.mask_features)[-1]
+        outs = [t[0].float().cpu().numpy() for t in (f.class_logits, f.amodal_logits, f.visible_logits,
+                                                      f.occlusion_rates, f.order_scores)]
+        t3 = time.perf_counter()
+        inst = postprocess(*outs, image_size=image_rgb.shape[:2], class_ids=self.class_ids,
+                           cfg=PostprocessConfig(self.score_threshold, self.max_instances, self.nms_iou))
+        t4 = time.perf_counter()
+        self.last_timings_ms = {"preprocess": (t1 - t0) * 1e3, "backbone": (t2 - t1) * 1e3,
+                                "decoder": (t3 - t2) * 1e3, "postprocess": (t4 - t3) * 1e3}
+        return inst
+
+    def close(self) -> None:
+        """Free the model (and the CUDA cache)."""
+        self.model = None
+        if self._device.type == "cuda":
+            torch.cuda.empty_cache()

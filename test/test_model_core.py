@@ -1,0 +1,231 @@
+"""Model core: shapes/backward, matcher, losses, NMS, post-processing, augmentation, checkpoints."""
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from ros2_amodal_seg.errors import CheckpointError, InvalidInputError
+from ros2_amodal_seg.model.augment import SampleArrays, paste_occluder
+from ros2_amodal_seg.model.checkpoint import load_checkpoint, save_checkpoint
+from ros2_amodal_seg.model.criterion import SetCriterion, dice_loss, order_loss
+from ros2_amodal_seg.model.matcher import hungarian_match
+from ros2_amodal_seg.model.model import AmodalSegModel
+from ros2_amodal_seg.model.postprocess import depth_ranks, mask_nms, occluded_by, postprocess
+from ros2_amodal_seg.model.predictor import AmodalPredictor
+from ros2_amodal_seg.model.transformer_decoder import LayerPrediction
+from ros2_amodal_seg.types import Instances2D
+from test_model_helpers import rect, tiny_config
+
+torch.set_num_threads(2)
+CLASSES = {1: "box", 2: "cylinder", 3: "sphere", 4: "cone", 5: "torus"}
+
+
+@pytest.mark.parametrize("occ", [True, False])
+def test_shapes_and_backward(occ):
+    torch.manual_seed(0)
+    cfg = tiny_config(use_occlusion_module=occ)
+    m = AmodalSegModel(cfg)
+    out = m(torch.rand(2, 3, 64, 64) * 255)
+    f = out.final
+    assert f.class_logits.shape == (2, 8, 6)
+    assert f.amodal_logits.shape == f.visible_logits.shape == (2, 8, 16, 16)
+    assert f.occlusion_rates.shape == f.order_scores.shape == (2, 8)
+    assert ((f.occlusion_rates >= 0) & (f.occlusion_rates <= 1)).all()
+    assert len(out.aux) == 3  # before layer 1, after layers 1, 2 (then final after the occlusion layer)
+    a = torch.zeros(2, 16, 16)
+    a[0, 2:8, 2:8] = 1
+    a[1, 5:12, 4:14] = 1
+    v = a.clone()
+    v[0, 5:8, 5:8] = 0
+    tgt = [{"labels": torch.tensor([0, 3]), "amodal": a, "visible": v, "occlusion": torch.tensor([9 / 36, 0.0]),
+            "occ_pairs": torch.tensor([[0, 1]])}] * 2
+    loss, parts = SetCriterion(5)(out.final, out.aux, tgt)
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert set(parts) == {"class", "mask", "dice", "visible_mask", "visible_dice", "occlusion", "order"}
+    grads = [p.grad for p in m.parameters() if p.requires_grad]
+    assert sum(g is not None and g.abs().sum() > 0 for g in grads) > 0.9 * len(grads)
+
+
+def _logits_from_masks(masks: torch.Tensor, scale: float = 20.0) -> torch.Tensor:
+    return (masks * 2 - 1) * scale
+
+
+def test_matcher_hand_built():
+    # targets: A (class 1) and B (class 3); queries: 0 = junk, 1 = B, 2 = A
+    a = rect(8, 8, 0, 4, 0, 4).astype(np.float32)
+    b = rect(8, 8, 4, 8, 4, 8).astype(np.float32)
+    tgt = torch.tensor(np.stack([a, b]))
+    q = torch.stack([torch.zeros(8, 8), torch.tensor(b), torch.tensor(a)])
+    cls = torch.full((3, 6), -5.0)
+    cls[0, 5] = 5
+    cls[1, 3] = 5
+    cls[2, 1] = 5
+    qi, ti = hungarian_match(cls, _logits_from_masks(q), _logits_from_masks(q), torch.tensor([1, 3]), tgt, tgt)
+    assert dict(zip(qi.tolist(), ti.tolist())) == {2: 0, 1: 1}
+    # class cost alone decides between two identical masks
+    q2 = torch.stack([torch.tensor(a), torch.tensor(a)])
+    cls2 = torch.full((2, 6), -5.0)
+    cls2[0, 2] = 5
+    cls2[1, 1] = 5
+    qi, ti = hungarian_match(cls2, _logits_from_masks(q2), _logits_from_masks(q2), torch.tensor([1]),
+                             tgt[:1], tgt[:1])
+    assert qi.tolist() == [1] and ti.tolist() == [0]
+    qi, ti = hungarian_match(cls2, q2, q2, torch.zeros(0, dtype=torch.int64), tgt[:0], tgt[:0])
+    assert len(qi) == 0
+
+
+def _prediction(amodal, visible, labels, occ, order, nq=4, k=5, noise=0.0):
+    """LayerPrediction [1, nq, ...] whose first len(labels) queries are the given objects."""
+    n, h, w = amodal.shape
+    cls = torch.full((1, nq, k + 1), -10.0)
+    cls[0, n:, k] = 10.0
+    for i, c in enumerate(labels):
+        cls[0, i, c] = 10.0
+    am = torch.full((1, nq, h, w), -20.0)
+    vi = torch.full((1, nq, h, w), -20.0)
+    am[0, :n] = _logits_from_masks(amodal) + noise
+    vi[0, :n] = _logits_from_masks(visible) + noise
+    oc = torch.zeros(1, nq)
+    oc[0, :n] = occ
+    od = torch.zeros(1, nq)
+    od[0, :n] = order
+    return LayerPrediction(cls, am, vi, oc, od)
+
+
+def test_losses_perfect_vs_worse():
+    a = torch.tensor(np.stack([rect(16, 16, 0, 8, 0, 8), rect(16, 16, 4, 12, 4, 12)]).astype(np.float32))
+    v = a.clone()
+    v[0][a[1] > 0] = 0
+    occ = 1 - v.flatten(1).sum(1) / a.flatten(1).sum(1)
+    tgt = [{"labels": torch.tensor([0, 2]), "amodal": a, "visible": v, "occlusion": occ,
+            "occ_pairs": torch.tensor([[0, 1]])}]   # object 1 occludes object 0
+    crit = SetCriterion(5)
+    good = crit.layer_losses(_prediction(a, v, [0, 2], occ, torch.tensor([2.0, 0.0])), tgt)
+    worse = {
+        "class": _prediction(a, v, [1, 2], occ, torch.tensor([2.0, 0.0])),
+        "mask": _prediction(a.roll(3, dims=2), v, [0, 2], occ, torch.tensor([2.0, 0.0])),
+        "visible_mask": _prediction(a, a, [0, 2], occ, torch.tensor([2.0, 0.0])),
+        "occlusion": _prediction(a, v, [0, 2], occ + 0.4, torch.tensor([2.0, 0.0])),
+        "order": _prediction(a, v, [0, 2], occ, torch.tensor([0.0, 2.0])),
+    }
+    for name, v_ in good.items():
+        assert float(v_) < 1e-3, (name, float(v_))
+    for name, pred in worse.items():
+        bad = crit.layer_losses(pred, tgt)
+        assert float(bad[name]) > float(good[name]) + 0.01, name
+    assert float(worse_dice := crit.layer_losses(worse["mask"], tgt)["dice"]) > 0.05, worse_dice
+    # hinge values by hand: margin 1, s_j - s_i = -2 -> 0; = +2 -> 3
+    assert float(order_loss(torch.tensor([2.0, 0.0]), torch.tensor([[0, 1]]), 1.0)) == 0.0
+    assert float(order_loss(torch.tensor([0.0, 2.0]), torch.tensor([[0, 1]]), 1.0)) == pytest.approx(3.0)
+    assert float(dice_loss(torch.full((1, 4), 20.0), torch.ones(1, 4))) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_nms_duplicate_vs_distinct_overlapping():
+    h = w = 32
+    front = rect(h, w, 8, 24, 4, 16)           # the occluder
+    back_am = rect(h, w, 8, 24, 5, 18)         # amodal overlaps the front object heavily
+    back_vis = back_am & ~front
+    dup = rect(h, w, 8, 24, 4, 17)             # near-copy of the front object
+    amodal = np.stack([front, back_am, dup])
+    visible = np.stack([front, back_vis, dup])
+    keep = mask_nms(amodal, visible, np.array([0.9, 0.8, 0.85]), 0.6)
+    assert keep.tolist() == [0, 1]
+    # amodal IoU of the two distinct objects is high, yet they are both kept
+    inter = (front & back_am).sum()
+    assert inter / (front | back_am).sum() > 0.6
+
+
+def test_postprocess_full_resolution_and_order():
+    q, h, w = 3, 8, 8
+    cls = np.full((q, 6), -10.0)
+    cls[0, 0] = 10
+    cls[1, 2] = 10
+    cls[2, 5] = 10                                   # no-object
+    am = np.full((q, h, w), -10.0)
+    am[0, :4, :4] = 10
+    am[1, 2:6, 2:6] = 10
+    vi = am.copy()
+    vi[1, 2:4, 2:4] = -10                            # object 1 is behind object 0
+    inst = postprocess(cls, am, vi, np.array([0.0, 0.25, 0.0]), np.array([0.1, 0.9, 0.0]), (32, 48),
+                       [1, 2, 3, 4, 5])
+    assert len(inst) == 2 and inst.amodal_masks.shape == (2, 32, 48)
+    assert inst.class_ids.tolist() == [1, 3]
+    assert (inst.visible_masks <= inst.amodal_masks).all()
+    assert depth_ranks(inst.order_scores).tolist() == [0, 1]
+    assert occluded_by(inst) == [[], [0]]
+    assert inst.amodal_masks[0, :16, :24].mean() > 0.9 and inst.amodal_masks[0, 20:, 30:].sum() == 0
+
+
+def test_occluder_paste_updates_ground_truth():
+    h, w = 20, 20
+    a0 = rect(h, w, 2, 12, 2, 12)
+    s = SampleArrays(np.zeros((h, w, 3), np.uint8), a0[None].copy(), a0[None].copy(), np.array([1]))
+    patch = np.full((6, 6, 3), 200, np.uint8)
+    out = paste_occluder(s, patch, np.ones((6, 6), bool), 4, 0, 0)   # covers rows/cols 0..5
+    assert len(out.labels) == 2 and out.labels.tolist() == [1, 4]
+    assert (out.amodal[0] == a0).all()                               # amodal unchanged
+    assert out.visible[0].sum() == 100 - 16                          # 4x4 hidden (rows/cols 2..5)
+    assert out.occlusion_rates()[0] == pytest.approx(0.16)
+    assert out.occlusion_rates()[1] == 0.0
+    assert out.occluded_by() == [[1], []]
+    assert (out.image[:6, :6] == 200).all()
+    strip = paste_occluder(s, np.zeros((h, w, 3), np.uint8), rect(h, w, 0, h, 10, 12), None, 0, 0)
+    assert len(strip.labels) == 1 and strip.visible[0].sum() == 100 - 20
+
+
+def test_checkpoint_roundtrip_and_mismatch(tmp_path):
+    torch.manual_seed(0)
+    cfg = tiny_config()
+    m = AmodalSegModel(cfg).eval()
+    p = save_checkpoint(tmp_path / "m.safetensors", m, cfg, CLASSES)
+    m2, meta = load_checkpoint(p)
+    x = torch.rand(1, 3, 64, 64) * 255
+    with torch.no_grad():
+        assert torch.equal(m(x).final.amodal_logits, m2(x).final.amodal_logits)
+    assert meta["classes_dict"] == CLASSES and meta["input_size"] == [64, 64]
+    ph = save_checkpoint(tmp_path / "h.safetensors", m, cfg, CLASSES, half=True)
+    m3, _ = load_checkpoint(ph)
+    with torch.no_grad():
+        assert torch.allclose(m(x).final.amodal_logits, m3(x).final.amodal_logits, atol=0.1)
+    with pytest.raises(CheckpointError, match="config differs"):
+        load_checkpoint(p, expected_config=dataclasses.replace(cfg, hidden_dim=64))
+    with pytest.raises(CheckpointError, match="classes"):
+        load_checkpoint(p, expected_classes={1: "box"})
+    # metadata claiming another architecture than the weights
+    meta_json = json.loads((tmp_path / "m.json").read_text())
+    meta_json["model_config"]["hidden_dim"] = 64
+    meta_json["model_config"]["mask_dim"] = 64
+    (tmp_path / "m.json").write_text(json.dumps(meta_json))
+    with pytest.raises(CheckpointError, match="does not match"):
+        load_checkpoint(p)
+    (tmp_path / "h.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(CheckpointError, match="corrupt"):
+        load_checkpoint(ph)
+    with pytest.raises(CheckpointError, match="not found"):
+        load_checkpoint(tmp_path / "missing.safetensors")
+    (tmp_path / "h.json").write_text("{")
+    with pytest.raises(CheckpointError, match="JSON"):
+        AmodalPredictor.from_checkpoint(ph, device="cpu")
+
+
+def test_predictor_api(tmp_path):
+    torch.manual_seed(0)
+    cfg = tiny_config()
+    p = save_checkpoint(tmp_path / "m.safetensors", AmodalSegModel(cfg), cfg, CLASSES)
+    pred = AmodalPredictor.from_checkpoint(p, device="cpu", score_threshold=0.0, max_instances=3)
+    assert pred.device == "cpu" and pred.class_names == CLASSES
+    img = np.random.default_rng(0).integers(0, 255, (37, 53, 3), dtype=np.uint8)
+    inst = pred.predict(img)
+    assert isinstance(inst, Instances2D) and inst.image_size == (37, 53) and len(inst) <= 3
+    assert set(pred.last_timings_ms) == {"preprocess", "backbone", "decoder", "postprocess"}
+    pred.score_threshold = 1.01
+    assert len(pred.predict(img)) == 0
+    for bad in (img.astype(np.float32), img[:, :, 0], img[:, :, :2]):
+        with pytest.raises(InvalidInputError):
+            pred.predict(bad)
+    pred.close()

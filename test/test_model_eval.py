@@ -1,0 +1,83 @@
+"""evaluate_predictions: perfect predictions give AP 100, shuffled ones a low AP; the other metrics."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from ros2_amodal_seg import masks as M
+from ros2_amodal_seg.model.evaluate import evaluate_predictions
+from test_model_helpers import make_dataset, write_dataset
+
+
+def gt_as_predictions(ds):
+    preds = []
+    for s in ds.samples:
+        idx = {a.id: k for k, a in enumerate(s.annotations)}
+        # depth rank from the occlusion relation: an occluder is nearer than what it occludes
+        n = len(s.annotations)
+        depth = np.zeros(n)
+        for _ in range(n):
+            for k, a in enumerate(s.annotations):
+                for o in a.occluded_by:
+                    if o in idx:
+                        depth[k] = max(depth[k], depth[idx[o]] + 1)
+        ranks = np.argsort(np.argsort(depth, kind="stable"), kind="stable")
+        for k, a in enumerate(s.annotations):
+            preds.append({"image_id": s.image_id, "category_id": a.category_id, "score": 0.9,
+                          "segmentation": M.encode(a.amodal), "visible_mask": M.encode(a.visible),
+                          "occlude_rate": a.occlude_rate, "depth_rank": int(ranks[k]),
+                          "occluded_by": [idx[o] for o in a.occluded_by if o in idx]})
+    return preds
+
+
+def test_gt_as_prediction_is_perfect():
+    ds = make_dataset(8)
+    assert sum(a.occlude_rate > 0.15 for s in ds.samples for a in s.annotations) > 0
+    res = evaluate_predictions(ds, gt_as_predictions(ds))
+    for k in ("amodal_AP", "amodal_AP50", "amodal_AP75", "visible_AP", "occluded_AP", "PQ", "SQ", "RQ"):
+        assert res[k] == pytest.approx(100.0), k
+    assert res["occlusion_mae"] == pytest.approx(0.0, abs=1e-9)
+    assert res["order_pairs"] > 0 and res["order_accuracy"] == 1.0
+
+
+def test_shuffled_prediction_scores_low():
+    ds = make_dataset(8)
+    preds = gt_as_predictions(ds)
+    rng = np.random.default_rng(1)
+    perm = rng.permutation(len(preds))
+    shuffled = [dict(p, segmentation=preds[j]["segmentation"], visible_mask=preds[j]["visible_mask"],
+                     image_id=p["image_id"]) for p, j in zip(preds, perm)]
+    # masks are the same size everywhere (48x64), so a mask from another object lands elsewhere
+    res = evaluate_predictions(ds, shuffled)
+    assert res["amodal_AP"] < 30 and res["visible_AP"] < 30
+    # reversed depth order -> order accuracy 0
+    rev = [dict(p, depth_rank=-p["depth_rank"]) for p in gt_as_predictions(ds)]
+    assert evaluate_predictions(ds, rev)["order_accuracy"] == 0.0
+
+
+def test_occluded_ap_ignores_unoccluded_objects():
+    ds = make_dataset(8)
+    preds = gt_as_predictions(ds)
+    by_id = {(s.image_id, M.encode(a.amodal)["counts"]): a for s in ds.samples for a in s.annotations}
+    only_unocc = [p for p in preds if by_id[(p["image_id"], p["segmentation"]["counts"])].occlude_rate <= 0.15]
+    res = evaluate_predictions(ds, only_unocc)
+    assert res["occluded_AP"] == pytest.approx(0.0)
+    assert 0 < res["amodal_AP"] < 100
+
+
+def test_evaluate_cli(tmp_path):
+    d = write_dataset(tmp_path / "ds", 3)
+    from ros2_amodal_seg.model.data import load_amodal_dataset
+
+    ds = load_amodal_dataset(d)
+    (tmp_path / "p.json").write_text(json.dumps(gt_as_predictions(ds)))
+    r = subprocess.run([sys.executable, "-m", "ros2_amodal_seg.cli", "evaluate", str(d / "annotations.json"),
+                        str(tmp_path / "p.json"), "--plot", str(tmp_path / "pr.png"), "--json", str(tmp_path / "m.json")],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "pr.png").stat().st_size > 1000
+    assert json.loads((tmp_path / "m.json").read_text())["amodal_AP"] == pytest.approx(100.0)

@@ -1,0 +1,77 @@
+"""ONNX export: ONNX Runtime gives the same outputs and masks as torch; predict CLI on the COCOA sample."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ros2_amodal_seg import masks as M
+from ros2_amodal_seg.errors import CheckpointError
+from ros2_amodal_seg.model.checkpoint import save_checkpoint
+from ros2_amodal_seg.model.export import OnnxPredictor, export_onnx
+from ros2_amodal_seg.model.model import AmodalSegModel
+from ros2_amodal_seg.model.predictor import DEFAULT_CHECKPOINT, AmodalPredictor
+from test_model_helpers import scene, tiny_config
+
+COCOA = Path("/work/shared/data/cocoa_demo")
+CLASSES = {1: "box", 2: "cylinder", 3: "sphere", 4: "cone", 5: "torus"}
+
+
+def test_onnx_matches_torch(tmp_path):
+    torch.manual_seed(0)
+    cfg = tiny_config()
+    ckpt = save_checkpoint(tmp_path / "m.safetensors", AmodalSegModel(cfg), cfg, CLASSES)
+    onnx_path = export_onnx(ckpt, tmp_path / "m.onnx")
+    tp = AmodalPredictor.from_checkpoint(ckpt, device="cpu", score_threshold=0.0)
+    op = OnnxPredictor(onnx_path, score_threshold=0.0)
+    assert op.class_names == CLASSES
+    img = np.ascontiguousarray(np.kron(scene(5)[0], np.ones((3, 3, 1), np.uint8)))  # 144 x 192
+    raw = op.raw(img)
+    with torch.no_grad():
+        from ros2_amodal_seg.model.predictor import preprocess
+
+        f = tp.model(torch.from_numpy(preprocess(img, 64, 64))).final
+    for a, b in zip(raw, (f.class_logits, f.amodal_logits, f.visible_logits, f.occlusion_rates, f.order_scores)):
+        np.testing.assert_allclose(a, b[0].numpy(), rtol=1e-3, atol=1e-4)
+    it, io = tp.predict(img), op.predict(img)
+    assert len(it) == len(io) > 0
+    assert np.array_equal(it.class_ids, io.class_ids)
+    assert np.array_equal(it.amodal_masks, io.amodal_masks)
+    assert np.array_equal(it.visible_masks, io.visible_masks)
+    np.testing.assert_allclose(it.scores, io.scores, atol=1e-4)
+    with pytest.raises(CheckpointError):
+        OnnxPredictor(tmp_path / "missing.onnx")
+
+
+@pytest.mark.skipif(not COCOA.is_dir(), reason="COCOA sample not present")
+def test_predict_cli_on_cocoa_sample(tmp_path):
+    assert DEFAULT_CHECKPOINT.is_file(), "shipped checkpoint missing"
+    out = tmp_path / "preds.json"
+    r = subprocess.run([sys.executable, "-m", "ros2_amodal_seg.cli", "predict", str(COCOA), "--out", str(out),
+                        "--device", "cpu", "--score-threshold", "0.05"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    preds = json.loads(out.read_text())
+    assert isinstance(preds, list)
+    from ros2_amodal_seg.model.data import load_amodal_dataset
+
+    ds = load_amodal_dataset(COCOA)
+    sizes = {s.image_id: (s.height, s.width) for s in ds.samples}
+    by_img: dict[int, list] = {}
+    for p in preds:
+        assert {"image_id", "category_id", "score", "segmentation", "visible_mask", "occlude_rate", "depth_rank",
+                "occluded_by"} <= set(p)
+        assert p["image_id"] in sizes and p["category_id"] in CLASSES and 0 <= p["score"] <= 1
+        am = M.decode(p["segmentation"], sizes[p["image_id"]])
+        vi = M.decode(p["visible_mask"], sizes[p["image_id"]])
+        assert am.any() and not (vi & ~am).any()
+        assert 0 <= p["occlude_rate"] <= 1
+        by_img.setdefault(p["image_id"], []).append(p)
+    for ps in by_img.values():
+        assert sorted(p["depth_rank"] for p in ps) == list(range(len(ps)))
+        for k, p in enumerate(ps):
+            assert all(0 <= j < len(ps) and j != k for j in p["occluded_by"])
