@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -31,14 +32,17 @@ def say(msg: str) -> None:
     print(f"[demo {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def measure_rate(ds_dir: Path, preset: str, checkpoint: str, device: str, frames: int = 3) -> tuple[float, float]:
+def measure_rate(ds_dir: Path, preset: str, checkpoint: str, device: str, score_threshold: float,
+                 frames: int = 3) -> tuple[float, float]:
     """(replay rate factor, seconds per frame) so that the node keeps up with the bag."""
     from ros2_amodal_seg.model.data import load_amodal_dataset
     from ros2_amodal_seg.runtime.processor import (FrameInput, FrameProcessor, ProcessorConfig,
                                                    fusion_config_from_params)
 
     ds = load_amodal_dataset(ds_dir / "annotations.json")
-    proc = FrameProcessor(config=ProcessorConfig(checkpoint=checkpoint, device=device),
+    # time at the node's own threshold: post-processing grows with the instances kept
+    proc = FrameProcessor(config=ProcessorConfig(checkpoint=checkpoint, device=device,
+                                                 score_threshold=score_threshold),
                           fusion_config=fusion_config_from_params(preset))
     proc.load()
     proc.warmup()
@@ -50,9 +54,10 @@ def measure_rate(ds_dir: Path, preset: str, checkpoint: str, device: str, frames
                                 T_camera_lidar=s.T_camera_lidar, T_base_camera=s.T_base_camera))
         times.append(time.perf_counter() - t0)
     proc.unload()
-    per_frame = float(np.median(times[1:]))
-    # + overlay rendering and message conversion in the node: keep a 1.8x margin
-    return min(1.0, 0.1 / (1.8 * per_frame)), per_frame
+    per_frame = float(np.max(times[1:]))
+    # + overlay rendering, message conversion and publishing in the node, on a machine whose
+    # load varies: the same margin as the e2e test (2.5x, at least 0.5 s per frame)
+    return min(1.0, 0.1 / max(0.5, 2.5 * per_frame)), per_frame
 
 
 def write_outputs(preset: str, res, ds_dir: Path, out: Path, n_png: int) -> dict:
@@ -158,8 +163,6 @@ def main(argv: list[str] | None = None) -> int:
     for preset in args.presets:
         ds_dir = out / "data" / preset
         if ds_dir.exists():
-            import shutil
-
             shutil.rmtree(ds_dir)
         say(f"{preset}: rendering {args.frames} frames + rosbag2 (amodal-seg generate --bag) ...")
         generate(preset, args.frames, SEEDS[preset], ds_dir, bag=True, progress=True)
@@ -167,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
             rate, spf = args.rate, float("nan")
         else:
             say(f"{preset}: measuring the processing time on this machine ...")
-            rate, spf = measure_rate(ds_dir, preset, ckpt, args.device)
+            rate, spf = measure_rate(ds_dir, preset, ckpt, args.device, args.score_threshold)
         say(f"{preset}: {1e3 * spf:.0f} ms/frame offline -> replaying the 10 Hz bag at {10 * rate:.2f} Hz")
         params = dataset_node_params(ds_dir / "annotations.json", preset, checkpoint=ckpt, device=args.device,
                                      score_threshold=args.score_threshold)
@@ -175,6 +178,8 @@ def main(argv: list[str] | None = None) -> int:
                           log=lambda s, p=preset: say(f"{p}: {s}"))
         say(f"{preset}: recorded {len(res.instance_arrays())} instance arrays, "
             f"{len(res.outputs.get('overlay', []))} overlays; writing images and metrics ...")
+        if (out / preset).exists():  # no stale pictures from an earlier run
+            shutil.rmtree(out / preset)
         s = write_outputs(preset, res, ds_dir, out / preset, args.pngs)
         s.update(rate=rate, input_hz=10 * rate, seconds_per_frame=spf)
         summary["device"] = s["diagnostics"].get("device", args.device)
