@@ -256,6 +256,18 @@ class BagMessage:
     msg: object
 
 
+def _open_reader(path: str | Path):
+    """An opened rosbags ``Reader`` (the caller closes it); DatasetError when it cannot be opened."""
+    from rosbags.rosbag2 import Reader, ReaderError
+
+    try:
+        reader = Reader(Path(path))
+        reader.open()
+    except (ReaderError, OSError) as exc:
+        raise DatasetError(f"cannot open bag {path}: {exc}") from exc
+    return reader
+
+
 def read_bag(path: str | Path, topics: list[str] | None = None, typestore=None) -> Iterator[BagMessage]:
     """Iterate the messages of a rosbag2 (mcap or sqlite3) in log-time order.
 
@@ -265,15 +277,10 @@ def read_bag(path: str | Path, topics: list[str] | None = None, typestore=None) 
     Raises:
         DatasetError: the bag cannot be opened.
     """
-    from rosbags.rosbag2 import Reader, ReaderError
     from rosbags.typesys import get_types_from_msg
 
     ts = typestore or get_typestore()
-    try:
-        reader = Reader(Path(path))
-        reader.open()
-    except (ReaderError, OSError) as exc:
-        raise DatasetError(f"cannot open bag {path}: {exc}") from exc
+    reader = _open_reader(path)
     try:
         for c in reader.connections:
             if c.msgtype not in ts.types and c.msgdef and c.msgdef.data:
@@ -287,13 +294,7 @@ def read_bag(path: str | Path, topics: list[str] | None = None, typestore=None) 
 
 def bag_topics(path: str | Path) -> dict[str, dict]:
     """``{topic: {"type", "count", "qos": [rosbags Qos]}}`` from a bag's metadata."""
-    from rosbags.rosbag2 import Reader, ReaderError
-
-    try:
-        reader = Reader(Path(path))
-        reader.open()
-    except (ReaderError, OSError) as exc:
-        raise DatasetError(f"cannot open bag {path}: {exc}") from exc
+    reader = _open_reader(path)
     try:
         out: dict[str, dict] = {}
         for c in reader.connections:
