@@ -7,13 +7,12 @@ VENV     := .venv
 PY       := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test msgs bench clean help
+.PHONY: setup demo test msgs clean help
 
 help:
 	@echo "make demo   - set up (if needed) and run the demo (writes demo_out/)"
 	@echo "make test   - set up (if needed) and run the whole test suite"
 	@echo "make setup  - only create/refresh .venv/ (deps, messages, package)"
-	@echo "make bench  - print the benchmarks (generator, model, fusion, node)"
 	@echo "make clean  - remove build outputs (keeps .venv/)"
 
 setup:
@@ -26,9 +25,6 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest test $(PYTEST_ARGS)
-
-bench: setup
-	$(PY) scripts/bench_all.py
 
 clean:
 	rm -rf build install log demo_out .pytest_cache
