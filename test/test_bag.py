@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from ros2_amodal_seg.data.bag import (TOPIC_IMAGE, TOPIC_INFO, TOPIC_POINTS, TOPIC_TF_STATIC, bag_topics,
-                                      frame_stamps, pointcloud2_to_array, quaternion_to_rotation, read_bag)
+                                      frame_stamps, pointcloud2_to_array, read_bag)
+from ros2_amodal_seg.transforms import quaternion_to_rotation
 from ros2_amodal_seg.errors import DatasetError
 from ros2_amodal_seg.world.cli import generate
 

@@ -20,6 +20,7 @@ from typing import Iterator
 import numpy as np
 
 from ros2_amodal_seg.errors import DatasetError, InvalidInputError
+from ros2_amodal_seg.transforms import rotation_to_quaternion
 
 TOPIC_IMAGE = "/camera/image_raw"
 TOPIC_INFO = "/camera/camera_info"
@@ -91,21 +92,6 @@ def tf_static_qos():
     inf = QosTime(2147483647, 4294967295)
     return Qos(QosHistory.KEEP_LAST, 1, QosReliability.RELIABLE, QosDurability.TRANSIENT_LOCAL, inf, inf,
                QosLiveliness.AUTOMATIC, inf, False)
-
-
-def rotation_to_quaternion(R: np.ndarray) -> np.ndarray:
-    """``[3, 3]`` rotation -> ``[4]`` quaternion (x, y, z, w), w >= 0."""
-    from scipy.spatial.transform import Rotation
-
-    q = Rotation.from_matrix(np.asarray(R, dtype=np.float64)).as_quat()
-    return -q if q[3] < 0 else q
-
-
-def quaternion_to_rotation(q) -> np.ndarray:
-    """``[4]`` quaternion (x, y, z, w) -> ``[3, 3]`` rotation."""
-    from scipy.spatial.transform import Rotation
-
-    return Rotation.from_quat(np.asarray(q, dtype=np.float64)).as_matrix()
 
 
 class MessageFactory:

@@ -28,6 +28,7 @@ import numpy as np
 
 from ros2_amodal_seg.errors import ConfigError
 from ros2_amodal_seg.fusion.projection import Projection, transform_points
+from ros2_amodal_seg.transforms import rotation_to_quaternion
 from ros2_amodal_seg.types import Instances2D
 
 
@@ -331,13 +332,6 @@ def _yaw_quat(yaw: float) -> np.ndarray:
     return np.array([0.0, 0.0, np.sin(yaw / 2), np.cos(yaw / 2)])
 
 
-def _rot_to_quat(R: np.ndarray) -> np.ndarray:
-    """Rotation matrix ``[3, 3]`` -> quaternion ``[4]`` xyzw."""
-    from scipy.spatial.transform import Rotation
-
-    return Rotation.from_matrix(R).as_quat()
-
-
 def extract_instances(proj: Projection, instances: Instances2D, K: np.ndarray, D: np.ndarray,
                       T_base_camera: np.ndarray, config: Instance3DConfig = Instance3DConfig(), *,
                       vis_boxes: np.ndarray | None = None, amodal_boxes: np.ndarray | None = None,
@@ -469,5 +463,5 @@ def extract_instances(proj: Projection, instances: Instances2D, K: np.ndarray, D
             obb = o3d.geometry.OrientedBoundingBox.create_from_points(o3d.utility.Vector3dVector(cloud))
             est.box_center = np.asarray(obb.center, dtype=np.float64)
             est.box_size = np.asarray(obb.extent, dtype=np.float64)
-            est.box_quat = _rot_to_quat(np.asarray(obb.R, dtype=np.float64))
+            est.box_quat = rotation_to_quaternion(obb.R)
     return out, pts_base, warns

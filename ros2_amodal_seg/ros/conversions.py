@@ -6,8 +6,6 @@ and raise :class:`~ros2_amodal_seg.errors.InvalidInputError` (or its subclass
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 from builtin_interfaces.msg import Time
 from geometry_msgs.msg import Point, Point32, Pose, Quaternion, Transform, Vector3
@@ -19,6 +17,7 @@ from ros2_amodal_seg import masks as mask_utils
 from ros2_amodal_seg.errors import GeometryError, InvalidInputError, MaskEncodingError
 from ros2_amodal_seg.msg import (AmodalInstance, AmodalInstanceArray, BevGrid, MaskRLE, OcclusionEdge,
                                  OcclusionGraph)
+from ros2_amodal_seg.transforms import quaternion_to_rotation, rotation_to_quaternion
 from ros2_amodal_seg.types import (AmodalInstanceArrayData, AmodalInstanceData, BevGridData, OcclusionEdgeData,
                                    OcclusionGraphData)
 
@@ -416,35 +415,16 @@ def xyz_rgb_to_pointcloud2(points: np.ndarray, colors: np.ndarray, stamp_ns: int
 # ----------------------------------------------------------------------------- transforms
 
 
-def quat_to_matrix(x: float, y: float, z: float, w: float) -> np.ndarray:
-    """Unit quaternion (x, y, z, w) -> ``[3, 3]`` rotation."""
-    n = math.sqrt(x * x + y * y + z * z + w * w)
-    if n < 1e-9:
-        raise GeometryError("zero-length quaternion")
-    x, y, z, w = x / n, y / n, z / n, w / n
-    return np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-                     [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-                     [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]])
-
-
-def matrix_to_quat(R: np.ndarray) -> np.ndarray:
-    """``[3, 3]`` rotation -> ``[4]`` quaternion (x, y, z, w), w >= 0."""
-    from scipy.spatial.transform import Rotation
-
-    q = Rotation.from_matrix(np.asarray(R, dtype=np.float64)).as_quat()
-    return -q if q[3] < 0 else q
-
-
 def transform_to_matrix(t: Transform) -> np.ndarray:
     """``geometry_msgs/Transform`` (child -> parent, as tf2 gives it) -> ``[4, 4]`` T_parent_child."""
     T = np.eye(4)
-    T[:3, :3] = quat_to_matrix(t.rotation.x, t.rotation.y, t.rotation.z, t.rotation.w)
+    T[:3, :3] = quaternion_to_rotation([t.rotation.x, t.rotation.y, t.rotation.z, t.rotation.w])
     T[:3, 3] = [t.translation.x, t.translation.y, t.translation.z]
     return T
 
 
 def matrix_to_transform(T: np.ndarray) -> Transform:
     T = np.asarray(T, dtype=np.float64).reshape(4, 4)
-    q = matrix_to_quat(T[:3, :3])
+    q = rotation_to_quaternion(T[:3, :3])
     return Transform(translation=Vector3(x=T[0, 3], y=T[1, 3], z=T[2, 3]),
                      rotation=Quaternion(x=q[0], y=q[1], z=q[2], w=q[3]))
