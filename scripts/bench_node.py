@@ -52,7 +52,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = ap.parse_args(argv)
 
-    import os
 
     import rclpy
     import yaml
@@ -62,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from ros2_amodal_seg.msg import AmodalInstanceArray
     from ros2_amodal_seg.ros import conversions as conv
-    from ros2_amodal_seg.ros.rosenv import loopback_ros_env
+    from ros2_amodal_seg.ros.rosenv import apply_loopback_ros_env, loopback_ros_env
     from ros2_amodal_seg.ros.session import (latency_from_diagnostics, node_command,
                                              pipeline_values_from_diagnostics)
     from ros2_amodal_seg.runtime.stats import percentile
@@ -80,8 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     pf = tmp / "params.yaml"
     pf.write_text(yaml.safe_dump({"/**": {"ros__parameters": params}}))
     env = loopback_ros_env(DOMAIN)
-    os.environ.update({k: env[k] for k in ("ROS_AUTOMATIC_DISCOVERY_RANGE", "ROS_DOMAIN_ID",
-                                           "FASTDDS_DEFAULT_PROFILES_FILE", "RMW_IMPLEMENTATION")})
+    apply_loopback_ros_env(DOMAIN)  # this process speaks ROS too
     log = open(tmp / "node.log", "w")
     proc = subprocess.Popen(node_command(pf), env=env, stdout=log, stderr=subprocess.STDOUT)
     rclpy.init()

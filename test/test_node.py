@@ -21,7 +21,7 @@ from visualization_msgs.msg import Marker
 from test_node_harness import Harness, frame_params, make_small_checkpoint
 from ros2_amodal_seg.msg import AmodalInstanceArray
 from ros2_amodal_seg.ros import conversions as conv
-from ros2_amodal_seg.ros.rosenv import loopback_ros_env
+from ros2_amodal_seg.ros.rosenv import ROS_ENV_KEYS, loopback_ros_env
 
 pytestmark = pytest.mark.ros
 
@@ -43,7 +43,7 @@ def small_ckpt(tmp_path_factory):
 
 def _context(mp: pytest.MonkeyPatch, domain: int):
     env = loopback_ros_env(domain)
-    for k in ("ROS_AUTOMATIC_DISCOVERY_RANGE", "ROS_DOMAIN_ID", "FASTDDS_DEFAULT_PROFILES_FILE", "RMW_IMPLEMENTATION"):
+    for k in ROS_ENV_KEYS:
         mp.setenv(k, env[k])
     ctx = rclpy.Context()
     rclpy.init(context=ctx)

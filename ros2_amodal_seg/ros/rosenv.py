@@ -11,6 +11,10 @@ from pathlib import Path
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 
+#: the variables :func:`loopback_ros_env` sets that decide where DDS talks.
+ROS_ENV_KEYS: tuple[str, ...] = ("ROS_AUTOMATIC_DISCOVERY_RANGE", "ROS_DOMAIN_ID", "FASTDDS_DEFAULT_PROFILES_FILE",
+                                 "RMW_IMPLEMENTATION")
+
 
 def fastdds_profile_path() -> Path:
     """The loopback Fast DDS profile: the source tree's ``config/`` or the installed share dir."""
@@ -43,6 +47,5 @@ def loopback_ros_env(domain_id: int, base: dict[str, str] | None = None) -> dict
 
 def apply_loopback_ros_env(domain_id: int) -> None:
     """Set the loopback variables in this process (call before ``rclpy.init``)."""
-    os.environ.update({k: v for k, v in loopback_ros_env(domain_id).items()
-                       if k in ("ROS_AUTOMATIC_DISCOVERY_RANGE", "ROS_DOMAIN_ID",
-                                "FASTDDS_DEFAULT_PROFILES_FILE", "RMW_IMPLEMENTATION", "PYTHONUNBUFFERED")})
+    env = loopback_ros_env(domain_id)
+    os.environ.update({k: env[k] for k in ROS_ENV_KEYS + ("PYTHONUNBUFFERED",)})

@@ -26,10 +26,7 @@ import yaml
 
 from ros2_amodal_seg import masks as mask_utils
 from ros2_amodal_seg.errors import DatasetError, InvalidInputError
-from ros2_amodal_seg.ros.rosenv import loopback_ros_env
-
-_ROS_ENV_KEYS = ("ROS_AUTOMATIC_DISCOVERY_RANGE", "ROS_DOMAIN_ID", "FASTDDS_DEFAULT_PROFILES_FILE",
-                 "RMW_IMPLEMENTATION")
+from ros2_amodal_seg.ros.rosenv import ROS_ENV_KEYS, loopback_ros_env
 
 
 def dataset_node_params(annotations_json: str | Path, preset: str, checkpoint: str = "", **overrides) -> dict:
@@ -143,8 +140,8 @@ def run_session(bag: str | Path, params: dict, *, domain_id: int, rate: float = 
     params_file = _write_params(params, tmp / "params.yaml")
     node_log_path = tmp / "node.log"
     res = SessionResult(outputs={t: [] for t in topics}, receive_times={t: [] for t in topics})
-    saved = {k: os.environ.get(k) for k in _ROS_ENV_KEYS}
-    os.environ.update({k: env[k] for k in _ROS_ENV_KEYS})
+    saved = {k: os.environ.get(k) for k in ROS_ENV_KEYS}
+    os.environ.update({k: env[k] for k in ROS_ENV_KEYS})
     ctx = rclpy.Context()
     rclpy.init(context=ctx)
     lock = threading.Lock()
