@@ -44,6 +44,20 @@ def test_gt_as_prediction_is_perfect():
     assert res["order_pairs"] > 0 and res["order_accuracy"] == 1.0
 
 
+def test_repeated_annotation_ids_across_images_lose_nothing():
+    """Two datasets merged (image ids offset, annotation ids repeated) still score GT-as-prediction 100."""
+    a, b = make_dataset(4, seed=0), make_dataset(4, seed=10)
+    for s in b.samples:
+        s.image_id += 1000
+    merged = type(a)(categories=a.categories, samples=a.samples + b.samples)
+    ids = [x.id for s in merged.samples for x in s.annotations]
+    assert len(ids) > len(set(ids))  # the repetition this test is about
+    res = evaluate_predictions(merged, gt_as_predictions(merged))
+    for k in ("amodal_AP", "visible_AP", "occluded_AP"):
+        assert res[k] == pytest.approx(100.0), k
+    assert res["order_accuracy"] == 1.0
+
+
 def test_shuffled_prediction_scores_low():
     ds = make_dataset(8)
     preds = gt_as_predictions(ds)

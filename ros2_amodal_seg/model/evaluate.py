@@ -23,13 +23,16 @@ OCCLUDED_THRESHOLD = 0.15
 
 
 def _coco_gt(ds: AmodalDataset, use_visible: bool) -> dict:
+    """COCO ground truth for pycocotools. Annotation ids are renumbered 1..N: pycocotools keys its
+    annotations by id, and merged datasets (e.g. two presets) repeat ids, which would silently
+    drop ground truth. (``occluded_by`` is evaluated per image with the original ids.)"""
     images, anns = [], []
     for s in ds.samples:
         images.append({"id": int(s.image_id), "width": int(s.width), "height": int(s.height)})
         for a in s.annotations:
             m = a.visible if use_visible else a.amodal
             rle = M.encode(m)
-            anns.append({"id": int(a.id), "image_id": int(s.image_id), "category_id": int(a.category_id),
+            anns.append({"id": len(anns) + 1, "image_id": int(s.image_id), "category_id": int(a.category_id),
                          "segmentation": rle, "area": float(m.sum()), "bbox": M.bbox_xywh(m), "iscrowd": 0,
                          "occlude_rate": float(a.occlude_rate)})
     cats = [{"id": int(k), "name": v} for k, v in sorted(ds.categories.items())]
