@@ -46,7 +46,8 @@ def test_shapes_and_backward(occ):
     loss, parts = SetCriterion(5)(out.final, out.aux, tgt)
     loss.backward()
     assert torch.isfinite(loss)
-    assert set(parts) == {"class", "mask", "dice", "visible_mask", "visible_dice", "occlusion", "order"}
+    assert set(parts) == {"class", "mask", "dice", "visible_mask", "visible_dice", "occlusion", "order", "shape"}
+    assert f.shape_logits.shape == (2, 8, 5) and parts["shape"] > 0
     grads = [p.grad for p in m.parameters() if p.requires_grad]
     assert sum(g is not None and g.abs().sum() > 0 for g in grads) > 0.9 * len(grads)
 

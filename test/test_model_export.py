@@ -36,7 +36,9 @@ def test_onnx_matches_torch(tmp_path):
         from ros2_amodal_seg.model.predictor import preprocess
 
         f = tp.model(torch.from_numpy(preprocess(img, 64, 64))).final
-    for a, b in zip(raw, (f.class_logits, f.amodal_logits, f.visible_logits, f.occlusion_rates, f.order_scores)):
+    assert f.shape_logits is not None  # the mask-crop shape head (grid_sample) is part of the export
+    for a, b in zip(raw, (f.scored_class_logits(), f.amodal_logits, f.visible_logits, f.occlusion_rates,
+                          f.order_scores)):
         np.testing.assert_allclose(a, b[0].numpy(), rtol=1e-3, atol=1e-4)
     it, io = tp.predict(img), op.predict(img)
     assert len(it) == len(io) > 0

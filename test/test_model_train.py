@@ -65,3 +65,31 @@ def test_torch_dataset_targets_consistent_under_augmentation(tmp_path):
             a = t["amodal"].flatten(1).sum(1)
             v = t["visible"].flatten(1).sum(1)
             assert torch.allclose(t["occlusion"], 1 - v / a.clamp(min=1e-6), atol=1e-4)
+
+
+def test_init_adds_a_new_head_and_refuses_other_architectures(tmp_path):
+    """--init from weights without the shape head: shared tensors load, the head starts fresh."""
+    data = write_dataset(tmp_path / "data", 2, seed=5)
+    (tmp_path / "tiny.yaml").write_text(TINY_YAML)   # no shape_head entry -> none
+    (tmp_path / "tiny_shape.yaml").write_text(TINY_YAML + "shape_head: {enabled: true, crop_size: 16, "
+                                                          "channels: [8, 16, 16]}\n")
+    (tmp_path / "wide.yaml").write_text(TINY_YAML.replace("hidden_dim: 32", "hidden_dim: 64"))
+
+    def train(run, cfg, *extra):
+        return subprocess.run([sys.executable, "-m", "ros2_amodal_seg.cli", "train", "--data", str(data),
+                               "--out", str(tmp_path / run), "--batch-size", "1", "--steps", "1", "--val-every",
+                               "0", "--model-config", str(tmp_path / cfg), "--threads", "1", "--device", "cpu",
+                               *extra], capture_output=True, text=True, timeout=240, env=_env())
+
+    r = train("src", "tiny.yaml")
+    assert r.returncode == 0, r.stderr[-3000:]
+    src, _ = load_checkpoint(tmp_path / "src" / "last.safetensors")
+    assert src.shape_head is None
+    r = train("dst", "tiny_shape.yaml", "--init", str(tmp_path / "src" / "last.safetensors"))
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "start fresh" in r.stderr and "shape_head" in r.stderr
+    dst, meta = load_checkpoint(tmp_path / "dst" / "last.safetensors")
+    assert dst.shape_head is not None
+    assert meta["train"]["init"]["fresh_tensors"] == len(dst.shape_head.state_dict())
+    r = train("bad", "wide.yaml", "--init", str(tmp_path / "src" / "last.safetensors"))
+    assert r.returncode != 0 and "do not fit" in r.stderr

@@ -27,6 +27,8 @@ class LossConfig:
     weight_order: float = 1.0       # pairwise depth-order hinge
     order_margin: float = 1.0
     deep_supervision: bool = True
+    weight_shape: float = 0.5       # CE of the mask-crop shape head (when the model has one)
+    shape_iou: float = 0.5          # unmatched queries whose amodal mask IoU with an object >= this learn its shape too
 
 
 def dice_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -69,14 +71,27 @@ class SetCriterion(nn.Module):
         dev = pred.class_logits.device
         tgt_cls = torch.full((b, q), self.k, dtype=torch.int64, device=dev)
         src_a, src_v, tgt_a, tgt_v, src_o, tgt_o, order_terms = [], [], [], [], [], [], []
+        scored = pred.scored_class_logits().detach()
+        shape_tgt = torch.full((b, q), -100, dtype=torch.int64, device=dev)   # -100 = ignored
         for i, t in enumerate(targets):
-            qi, ti = hungarian_match(pred.class_logits[i], pred.amodal_logits[i], pred.visible_logits[i],
+            qi, ti = hungarian_match(scored[i], pred.amodal_logits[i], pred.visible_logits[i],
                                      t["labels"], t["amodal"], t["visible"], self.matcher)
             if len(qi) == 0:
                 continue
             qi_t = torch.as_tensor(qi, device=dev)
             ti_t = torch.as_tensor(ti, device=dev)
             tgt_cls[i, qi_t] = t["labels"][ti_t]
+            if pred.shape_logits is not None:
+                # duplicates of an object share its shape: every query whose mask overlaps it enough learns it
+                with torch.no_grad():
+                    pm = (pred.amodal_logits[i] > 0).flatten(1).float()           # [Q, hw]
+                    gm = (t["amodal"] > 0.5).flatten(1).float()                    # [N, hw]
+                    inter = pm @ gm.T
+                    iou = inter / (pm.sum(1)[:, None] + gm.sum(1)[None] - inter).clamp_min(1)
+                    best, arg = iou.max(1)
+                    ok = best >= self.cfg.shape_iou
+                    shape_tgt[i, ok] = t["labels"][arg[ok]]
+                shape_tgt[i, qi_t] = t["labels"][ti_t]
             src_a.append(pred.amodal_logits[i, qi_t].flatten(1))
             src_v.append(pred.visible_logits[i, qi_t].flatten(1))
             tgt_a.append(t["amodal"][ti_t].flatten(1).float())
@@ -103,6 +118,10 @@ class SetCriterion(nn.Module):
         else:
             loss_mask = loss_dice = loss_vmask = loss_vdice = loss_occ = zero + pred.amodal_logits.sum() * 0.0
         loss_order = torch.stack(order_terms).mean() if order_terms else zero + pred.order_scores.sum() * 0.0
+        if pred.shape_logits is not None and bool((shape_tgt >= 0).any()):
+            loss_shape = F.cross_entropy(pred.shape_logits.float().flatten(0, 1), shape_tgt.flatten())
+        else:
+            loss_shape = zero + (pred.shape_logits.sum() * 0.0 if pred.shape_logits is not None else 0.0)
         c = self.cfg
         return {
             "class": c.weight_class * loss_ce,
@@ -112,6 +131,7 @@ class SetCriterion(nn.Module):
             "visible_dice": c.weight_visible * c.weight_dice * loss_vdice,
             "occlusion": c.weight_occlusion * loss_occ,
             "order": c.weight_order * loss_order,
+            "shape": c.weight_shape * loss_shape,
         }
 
     def forward(self, final: LayerPrediction, aux: list[LayerPrediction],

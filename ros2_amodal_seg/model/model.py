@@ -10,6 +10,7 @@ from torch import nn
 from ros2_amodal_seg.errors import ConfigError
 from ros2_amodal_seg.model.backbone import BackboneConfig, build_backbone
 from ros2_amodal_seg.model.pixel_decoder import PixelDecoder, PixelDecoderConfig
+from ros2_amodal_seg.model.shape_head import ShapeHead, ShapeHeadConfig
 from ros2_amodal_seg.model.transformer_decoder import LayerPrediction, TransformerDecoder, TransformerDecoderConfig
 
 
@@ -32,6 +33,7 @@ class ModelConfig:
     pixel_std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     decoder: TransformerDecoderConfig = field(default_factory=TransformerDecoderConfig)
+    shape_head: ShapeHeadConfig = field(default_factory=ShapeHeadConfig)
 
     def __post_init__(self) -> None:
         if self.input_height % 16 or self.input_width % 16:
@@ -49,10 +51,13 @@ class ModelConfig:
         try:
             bb = BackboneConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.pop("backbone", {}).items()})
             dec = TransformerDecoderConfig(**d.pop("decoder", {}))
+            # checkpoints written before the shape head existed have no entry: they had none
+            sh = d.pop("shape_head", {"enabled": False})
+            sh = ShapeHeadConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in sh.items()})
             for k in ("pixel_mean", "pixel_std"):
                 if k in d:
                     d[k] = tuple(d[k])
-            return ModelConfig(backbone=bb, decoder=dec, **d)
+            return ModelConfig(backbone=bb, decoder=dec, shape_head=sh, **d)
         except TypeError as exc:
             raise ConfigError(f"bad model config: {exc}") from exc
 
@@ -78,6 +83,8 @@ class AmodalSegModel(nn.Module):
         self.pixel_decoder = PixelDecoder(PixelDecoderConfig(cfg.hidden_dim, cfg.mask_dim), self.backbone.out_channels)
         self.decoder = TransformerDecoder(cfg.decoder, cfg.hidden_dim, cfg.mask_dim, cfg.num_classes,
                                           cfg.use_occlusion_module)
+        self.shape_head = ShapeHead(cfg.shape_head, cfg.hidden_dim, cfg.num_classes) if cfg.shape_head.enabled \
+            else None
         self.register_buffer("pixel_mean", torch.tensor(cfg.pixel_mean).view(1, 3, 1, 1) * 255.0, persistent=False)
         self.register_buffer("pixel_std", torch.tensor(cfg.pixel_std).view(1, 3, 1, 1) * 255.0, persistent=False)
 
@@ -85,12 +92,23 @@ class AmodalSegModel(nn.Module):
         """``[B, 3, H, W]`` float RGB in [0, 255] -> normalised."""
         return (images - self.pixel_mean) / self.pixel_std
 
-    def forward(self, images: torch.Tensor) -> ModelOutput:
-        """images: ``[B, 3, Hi, Wi]`` float RGB 0..255 at the internal size."""
-        feats = self.backbone(self.normalize(images))
+    def decode(self, images_norm: torch.Tensor, feats: list[torch.Tensor]) -> ModelOutput:
+        """Everything after the backbone: pixel decoder, transformer decoder, shape head.
+
+        images_norm: ``[B, 3, Hi, Wi]`` normalised input; feats: the backbone's feature maps.
+        """
         pix = self.pixel_decoder(feats)
         preds = self.decoder(pix.multi_scale, pix.mask_features)
-        return ModelOutput(final=preds[-1], aux=preds[:-1])
+        final = preds[-1]
+        if self.shape_head is not None:
+            final = dataclasses.replace(final, shape_logits=self.shape_head(
+                images_norm, final.queries, final.amodal_logits, final.visible_logits))  # [B, Q, K]
+        return ModelOutput(final=final, aux=preds[:-1])
+
+    def forward(self, images: torch.Tensor) -> ModelOutput:
+        """images: ``[B, 3, Hi, Wi]`` float RGB 0..255 at the internal size."""
+        x = self.normalize(images)
+        return self.decode(x, self.backbone(x))
 
 
 class ExportWrapper(nn.Module):
@@ -102,4 +120,4 @@ class ExportWrapper(nn.Module):
 
     def forward(self, images: torch.Tensor):
         f = self.model(images).final
-        return f.class_logits, f.amodal_logits, f.visible_logits, f.occlusion_rates, f.order_scores
+        return f.scored_class_logits(), f.amodal_logits, f.visible_logits, f.occlusion_rates, f.order_scores

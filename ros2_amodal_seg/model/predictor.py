@@ -95,12 +95,12 @@ class AmodalPredictor:
         x = torch.from_numpy(preprocess(image_rgb, *self.input_size)).to(self._device)
         self._sync()
         t1 = time.perf_counter()
-        feats = self.model.backbone(self.model.normalize(x))
+        xn = self.model.normalize(x)
+        feats = self.model.backbone(xn)
         self._sync()
         t2 = time.perf_counter()
-        pix = self.model.pixel_decoder(feats)
-        f = self.model.decoder(pix.multi_scale, pix.mask_features)[-1]
-        outs = [t[0].float().cpu().numpy() for t in (f.class_logits, f.amodal_logits, f.visible_logits,
+        f = self.model.decode(xn, feats).final
+        outs = [t[0].float().cpu().numpy() for t in (f.scored_class_logits(), f.amodal_logits, f.visible_logits,
                                                       f.occlusion_rates, f.order_scores)]
         t3 = time.perf_counter()
         inst = postprocess(*outs, image_size=image_rgb.shape[:2], class_ids=self.class_ids,

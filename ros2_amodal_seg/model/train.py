@@ -211,12 +211,24 @@ def train(data_dirs: list[str], out_dir: str | Path, model_cfg: ModelConfig, tra
     elif init_from:
         # warm start: weights of another run (same architecture; the internal input size may differ,
         # the network is fully convolutional and its position embeddings are computed per size)
+        # Parts the source lacks (a shape head added later, the ablation's plain occlusion head) start
+        # fresh; every shared tensor must have the same shape.
         m, meta0 = load_checkpoint(init_from, "cpu")
-        own = model.state_dict()
-        if set(own) != set(m.state_dict()) or any(own[k].shape != v.shape for k, v in m.state_dict().items()):
-            raise ConfigError(f"--init {init_from}: weights do not fit the model config")
-        model.load_state_dict(m.state_dict())
-        meta_extra_init = {"init_from": str(init_from), "init_step": meta0.get("train", {}).get("step")}
+        own, src = model.state_dict(), m.state_dict()
+        # A head whose output size changed starts fresh too; anything else that differs is an error.
+        bad = sorted(k for k in set(own) & set(src) if own[k].shape != src[k].shape)
+        if any(not k.startswith("shape_head.") for k in bad) or not set(own) & set(src):
+            raise ConfigError(f"--init {init_from}: weights do not fit the model config"
+                              + (f" (shape mismatch: {bad[:5]})" if bad else " (no shared tensors)"))
+        src = {k: v for k, v in src.items() if k not in bad}
+        missing, unexpected = sorted(set(own) - set(src)), sorted(set(src) - set(own))
+        model.load_state_dict({k: v for k, v in src.items() if k in own}, strict=False)
+        if missing or unexpected:
+            log.info("--init: %d tensors start fresh (%s), %d unused (%s)", len(missing),
+                     sorted({k.split('.')[0] + '.' + k.split('.')[1] for k in missing}), len(unexpected),
+                     sorted({k.split('.')[0] + '.' + k.split('.')[1] for k in unexpected}))
+        meta_extra_init = {"init_from": str(init_from), "init_step": meta0.get("train", {}).get("step"),
+                           "fresh_tensors": len(missing)}
         history["init"] = meta_extra_init
         log.info("initialised from %s", init_from)
     crit = SetCriterion(model_cfg.num_classes, loss_cfg).to(dev)
@@ -294,7 +306,8 @@ def train(data_dirs: list[str], out_dir: str | Path, model_cfg: ModelConfig, tra
                 if step % train_cfg.log_every == 0:
                     bar.set_postfix(loss=f"{np.mean(history['loss'][-train_cfg.log_every:]):.3f}",
                                     cls=f"{parts['class']:.3f}", dice=f"{parts['dice']:.3f}",
-                                    occ=f"{parts['occlusion']:.3f}", order=f"{parts['order']:.3f}")
+                                    occ=f"{parts['occlusion']:.3f}", order=f"{parts['order']:.3f}",
+                                    shape=f"{parts['shape']:.3f}")
                 if train_cfg.val_every and step % train_cfg.val_every == 0:
                     validate()
                     save("last")

@@ -28,7 +28,9 @@ class LayerPrediction:
 
     Attributes:
         class_logits ``[B, Q, K+1]``; amodal_logits, visible_logits ``[B, Q, h, w]``;
-        occlusion_rates ``[B, Q]`` in [0, 1]; order_scores ``[B, Q]`` (smaller = nearer).
+        occlusion_rates ``[B, Q]`` in [0, 1]; order_scores ``[B, Q]`` (smaller = nearer);
+        queries ``[B, Q, C]`` the layer-normed query features the heads read;
+        shape_logits ``[B, Q, K]`` from the mask-crop shape head (final layer only, else None).
     """
 
     class_logits: torch.Tensor
@@ -36,6 +38,17 @@ class LayerPrediction:
     visible_logits: torch.Tensor
     occlusion_rates: torch.Tensor
     order_scores: torch.Tensor
+    queries: torch.Tensor | None = None
+    shape_logits: torch.Tensor | None = None
+
+    def scored_class_logits(self) -> torch.Tensor:
+        """``[B, Q, K+1]`` what post-processing and matching score: the class logits, or with a shape
+        head their combination (objectness x shape distribution, as log-probabilities)."""
+        if self.shape_logits is None:
+            return self.class_logits
+        from ros2_amodal_seg.model.shape_head import combine_class_logits  # noqa: PLC0415
+
+        return combine_class_logits(self.class_logits, self.shape_logits)
 
 
 class DecoderLayer(nn.Module):
@@ -89,7 +102,7 @@ class TransformerDecoder(nn.Module):
             rates, attn, delta = occ.rates, occ.attn_logits, occ.query_delta
         else:
             rates, attn, delta = self.occlusion.rate(h.queries), h.amodal_logits, None
-        pred = LayerPrediction(h.class_logits, h.amodal_logits, h.visible_logits, rates, h.order_scores)
+        pred = LayerPrediction(h.class_logits, h.amodal_logits, h.visible_logits, rates, h.order_scores, h.queries)
         return pred, attn, delta
 
     def forward(self, multi_scale: list[torch.Tensor], mask_features: torch.Tensor) -> list[LayerPrediction]:
