@@ -153,9 +153,7 @@ def evaluate_predictions(gt: AmodalDataset | str | Path, preds: list[dict], scor
         p_vi = np.stack([M.decode(p.get("visible_mask", p["segmentation"]), (s.height, s.width)) for p in ps]) \
             if ps else np.zeros((0, s.height, s.width), bool)
         scores = np.array([float(p["score"]) for p in ps])
-        from ros2_amodal_seg.model.postprocess import mask_iou  # noqa: PLC0415
-
-        iou_a = mask_iou(p_am, g_am) if len(ps) and len(anns) else np.zeros((len(ps), len(anns)))
+        iou_a = M.iou_matrix(p_am, g_am) if len(ps) and len(anns) else np.zeros((len(ps), len(anns)))
         match = _greedy_match(iou_a, scores, 0.5)
         for pi, gi in match.items():
             if "occlude_rate" in ps[pi]:
@@ -178,7 +176,7 @@ def evaluate_predictions(gt: AmodalDataset | str | Path, preds: list[dict], scor
                     ii, jj = p_of_g[i], p_of_g[j]
                     order_ok += int(jj in pi.get("occluded_by", []) and ii not in pj.get("occluded_by", []))
         # PQ on visible masks, category-aware
-        iou_v = mask_iou(p_vi, g_vi) if len(ps) and len(anns) else np.zeros((len(ps), len(anns)))
+        iou_v = M.iou_matrix(p_vi, g_vi) if len(ps) and len(anns) else np.zeros((len(ps), len(anns)))
         same = np.array([[int(p["category_id"]) == int(a.category_id) for a in anns] for p in ps]).reshape(iou_v.shape)
         mv = _greedy_match(np.where(same, iou_v, 0.0), scores, 0.5 + 1e-9)
         tp += len(mv)

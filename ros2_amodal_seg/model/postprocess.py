@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from ros2_amodal_seg.masks import iou_matrix
 from ros2_amodal_seg.types import Instances2D
 
 
@@ -29,15 +30,6 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.clip(x, -50, 50)))
 
 
-def mask_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU matrix of bool masks ``a [N, ...]`` and ``b [M, ...]`` -> ``[N, M]`` float32."""
-    af = a.reshape(len(a), -1).astype(np.float32)
-    bf = b.reshape(len(b), -1).astype(np.float32)
-    inter = af @ bf.T
-    union = af.sum(1)[:, None] + bf.sum(1)[None, :] - inter
-    return np.where(union > 0, inter / np.maximum(union, 1e-9), 0.0).astype(np.float32)
-
-
 def mask_nms(amodal: np.ndarray, visible: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
     """Greedy mask NMS.
 
@@ -51,8 +43,8 @@ def mask_nms(amodal: np.ndarray, visible: np.ndarray, scores: np.ndarray, iou_th
     order = np.argsort(-scores, kind="stable")
     if len(order) == 0:
         return order
-    ia = mask_iou(amodal, amodal)
-    iv = mask_iou(visible, visible)
+    ia = iou_matrix(amodal, amodal)
+    iv = iou_matrix(visible, visible)
     dup = (ia > iou_threshold) & (iv > iou_threshold)
     keep: list[int] = []
     suppressed = np.zeros(len(scores), bool)

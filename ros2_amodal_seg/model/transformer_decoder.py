@@ -10,6 +10,7 @@ from torch import nn
 from ros2_amodal_seg.model.amodal_decoder import AmodalHeads
 from ros2_amodal_seg.model.layers import Attention, sine_position_embedding
 from ros2_amodal_seg.model.occlusion import OcclusionModule, PlainOcclusionHead
+from ros2_amodal_seg.model.shape_head import combine_class_logits
 
 
 @dataclass(frozen=True)
@@ -46,8 +47,6 @@ class LayerPrediction:
         head their combination (objectness x shape distribution, as log-probabilities)."""
         if self.shape_logits is None:
             return self.class_logits
-        from ros2_amodal_seg.model.shape_head import combine_class_logits  # noqa: PLC0415
-
         return combine_class_logits(self.class_logits, self.shape_logits)
 
 
