@@ -117,3 +117,23 @@ def test_shape_head_learns_shapes_from_masks():
     with torch.no_grad():
         acc = (head(img, torch.zeros(200, 1, 8), lg, lg)[:, 0].argmax(-1) == lab).float().mean().item()
     assert acc > 0.9, acc
+
+
+def test_gated_shape_head_keeps_exactly_the_same_instances():
+    """Skipping queries below the objectness gate changes no score at or above the gate."""
+    torch.manual_seed(3)
+    m = AmodalSegModel(tiny_config()).eval()
+    x = m.normalize(torch.rand(2, 3, 64, 64) * 255)
+    with torch.no_grad():
+        feats = m.backbone(x)
+        full = m.decode(x, feats).final
+        obj = 1 - full.class_logits.softmax(-1)[..., -1]                       # [B, Q]
+        gate = float(obj.flatten().sort().values[len(obj.flatten()) // 2])     # half the queries pass
+        gated = m.decode(x, feats, shape_min_objectness=gate).final
+    keep = obj >= gate
+    assert 0 < int(keep.sum()) < keep.numel()
+    assert torch.allclose(gated.shape_logits[keep], full.shape_logits[keep], atol=1e-5)
+    assert float(gated.shape_logits[~keep].abs().max()) == 0.0
+    # every class score of a skipped query stays below the gate, so a threshold there drops it either way
+    p = gated.scored_class_logits().softmax(-1)[..., :-1].amax(-1)
+    assert bool((p[~keep] < gate).all())

@@ -92,17 +92,26 @@ class AmodalSegModel(nn.Module):
         """``[B, 3, H, W]`` float RGB in [0, 255] -> normalised."""
         return (images - self.pixel_mean) / self.pixel_std
 
-    def decode(self, images_norm: torch.Tensor, feats: list[torch.Tensor]) -> ModelOutput:
+    def decode(self, images_norm: torch.Tensor, feats: list[torch.Tensor],
+               shape_min_objectness: float = 0.0) -> ModelOutput:
         """Everything after the backbone: pixel decoder, transformer decoder, shape head.
 
-        images_norm: ``[B, 3, Hi, Wi]`` normalised input; feats: the backbone's feature maps.
+        Args:
+            images_norm: ``[B, 3, Hi, Wi]`` normalised input; feats: the backbone's feature maps.
+            shape_min_objectness: > 0 runs the shape head only on queries whose objectness
+                ``1 - p_none`` reaches it; the others get a uniform shape distribution. A query's
+                final score is at most its objectness, so with the post-processing score
+                threshold here the kept instances are exactly those of the full computation.
         """
         pix = self.pixel_decoder(feats)
         preds = self.decoder(pix.multi_scale, pix.mask_features)
         final = preds[-1]
         if self.shape_head is not None:
+            keep = None
+            if shape_min_objectness > 0:
+                keep = 1 - final.class_logits.float().softmax(-1)[..., -1] >= shape_min_objectness  # [B, Q]
             final = dataclasses.replace(final, shape_logits=self.shape_head(
-                images_norm, final.queries, final.amodal_logits, final.visible_logits))  # [B, Q, K]
+                images_norm, final.queries, final.amodal_logits, final.visible_logits, keep))  # [B, Q, K]
         return ModelOutput(final=final, aux=preds[:-1])
 
     def forward(self, images: torch.Tensor) -> ModelOutput:

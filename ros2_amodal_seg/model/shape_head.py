@@ -99,6 +99,7 @@ class ShapeHead(nn.Module):
     def __init__(self, cfg: ShapeHeadConfig, hidden_dim: int, num_classes: int) -> None:
         super().__init__()
         self.cfg = cfg
+        self.num_classes = num_classes
         layers: list[nn.Module] = []
         cin = 5  # normalised RGB + amodal prob + visible prob
         for i, c in enumerate(cfg.channels):
@@ -113,16 +114,32 @@ class ShapeHead(nn.Module):
         self.cls = MLP(256 + hidden_dim + 2, 256, num_classes, 2)
 
     def forward(self, images: torch.Tensor, queries: torch.Tensor, amodal_logits: torch.Tensor,
-                visible_logits: torch.Tensor) -> torch.Tensor:
+                visible_logits: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
         """
         Args:
             images: ``[B, 3, Hi, Wi]`` normalised RGB at the internal size.
             queries: ``[B, Q, C]`` final (layer-normed) query features.
             amodal_logits, visible_logits: ``[B, Q, h, w]`` mask logits (h = Hi / 4).
+            keep: optional ``[B, Q]`` bool: classify only these queries (inference speed-up);
+                the others get all-zero logits, i.e. a uniform shape distribution.
 
         Returns:
             ``[B, Q, K]`` shape logits (no no-object entry: see :func:`combine_class_logits`).
         """
+        if keep is None:
+            return self._logits(images, queries, amodal_logits, visible_logits)
+        b, q = amodal_logits.shape[:2]
+        out = queries.new_zeros(b, q, self.num_classes)
+        for i in range(b):
+            idx = torch.nonzero(keep[i]).flatten()                            # [Qi]
+            if len(idx):
+                out[i, idx] = self._logits(images[i:i + 1], queries[i:i + 1, idx], amodal_logits[i:i + 1, idx],
+                                           visible_logits[i:i + 1, idx])[0].to(out.dtype)
+        return out
+
+    def _logits(self, images: torch.Tensor, queries: torch.Tensor, amodal_logits: torch.Tensor,
+                visible_logits: torch.Tensor) -> torch.Tensor:
+        """Shape logits ``[B, Q, K]`` of every query (arguments as :meth:`forward`)."""
         b, q, h, w = amodal_logits.shape
         hi, wi = images.shape[-2:]
         s = self.cfg.crop_size
