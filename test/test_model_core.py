@@ -11,7 +11,7 @@ import torch
 from ros2_amodal_seg.errors import CheckpointError, InvalidInputError
 from ros2_amodal_seg.model.augment import SampleArrays, paste_occluder
 from ros2_amodal_seg.model.checkpoint import load_checkpoint, save_checkpoint
-from ros2_amodal_seg.model.criterion import SetCriterion, dice_loss, order_loss
+from ros2_amodal_seg.model.criterion import SetCriterion, dice_loss, hidden_region, order_loss
 from ros2_amodal_seg.model.matcher import hungarian_match
 from ros2_amodal_seg.model.model import AmodalSegModel
 from ros2_amodal_seg.model.postprocess import depth_ranks, mask_nms, occluded_by, postprocess
@@ -46,7 +46,7 @@ def test_shapes_and_backward(occ):
     loss, parts = SetCriterion(5)(out.final, out.aux, tgt)
     loss.backward()
     assert torch.isfinite(loss)
-    assert set(parts) == {"class", "mask", "dice", "visible_mask", "visible_dice", "occlusion", "order", "shape"}
+    assert set(parts) == {"class", "mask", "dice", "visible_mask", "visible_dice", "occlusion", "order", "shape", "hidden"}
     assert f.shape_logits.shape == (2, 8, 5) and parts["shape"] > 0
     grads = [p.grad for p in m.parameters() if p.requires_grad]
     assert sum(g is not None and g.abs().sum() > 0 for g in grads) > 0.9 * len(grads)
@@ -113,6 +113,7 @@ def test_losses_perfect_vs_worse():
         "visible_mask": _prediction(a, a, [0, 2], occ, torch.tensor([2.0, 0.0])),
         "occlusion": _prediction(a, v, [0, 2], occ + 0.4, torch.tensor([2.0, 0.0])),
         "order": _prediction(a, v, [0, 2], occ, torch.tensor([0.0, 2.0])),
+        "hidden": _prediction(torch.stack([v[0], a[1]]), v, [0, 2], occ, torch.tensor([2.0, 0.0])),  # visible as amodal
     }
     for name, v_ in good.items():
         assert float(v_) < 1e-3, (name, float(v_))
@@ -230,3 +231,21 @@ def test_predictor_api(tmp_path):
         with pytest.raises(InvalidInputError):
             pred.predict(bad)
     pred.close()
+
+
+def test_hidden_region_hand_computed():
+    # 1 x 6 grid. Object A: amodal cols 0..3, visible 0..1 (cols 2, 3 hidden behind B).
+    # Object B: amodal = visible = cols 2..4.
+    am = torch.tensor([[[1, 1, 1, 1, 0, 0]], [[0, 0, 1, 1, 1, 0]]], dtype=torch.float32)
+    vi = torch.tensor([[[1, 1, 0, 0, 0, 0]], [[0, 0, 1, 1, 1, 0]]], dtype=torch.float32)
+    allv = vi.amax(0)
+    # dilation 0: A's hidden part (2, 3) plus B's visible area inside A's amodal mask (2, 3);
+    # B has no hidden part, and A's visible area (0, 1) does not touch B's amodal mask.
+    r0 = hidden_region(am, vi, allv, 0)
+    assert r0[0, 0].tolist() == [0, 0, 1, 1, 0, 0]
+    assert r0[1, 0].tolist() == [0, 0, 0, 0, 0, 0]
+    # dilation 1: A's neighbourhood reaches col 4 (B visible there, a negative for A);
+    # B's reaches col 1 (A visible there, a negative for B)
+    r1 = hidden_region(am, vi, allv, 1)
+    assert r1[0, 0].tolist() == [0, 0, 1, 1, 1, 0]
+    assert r1[1, 0].tolist() == [0, 1, 0, 0, 0, 0]

@@ -29,6 +29,29 @@ class LossConfig:
     deep_supervision: bool = True
     weight_shape: float = 0.5       # CE of the mask-crop shape head (when the model has one)
     shape_iou: float = 0.5          # unmatched queries whose amodal mask IoU with an object >= this learn its shape too
+    weight_hidden: float = 5.0      # extra amodal BCE weight where the object may be hidden (see hidden_region)
+    hidden_dilation: int = 3        # mask cells: how far around its amodal mask others' visible area counts
+
+
+def hidden_region(amodal: torch.Tensor, visible: torch.Tensor, all_visible: torch.Tensor,
+                  dilation: int) -> torch.Tensor:
+    """Pixels where an object's amodal extent is decided behind an occluder.
+
+    Args:
+        amodal, visible: ``[M, h, w]`` float {0, 1} GT masks of M objects.
+        all_visible: ``[h, w]`` float {0, 1}, union of the visible masks of every object in the image.
+        dilation: radius (mask cells) of the neighbourhood of each amodal mask that is searched.
+
+    Returns:
+        ``[M, h, w]`` float {0, 1}: the object's hidden part (amodal and not visible) plus the other
+        objects' visible area within ``dilation`` cells of its amodal mask, i.e. positives and
+        negatives under occluders, where a visible-only prediction is wrong or nearly so.
+    """
+    hidden = amodal * (1 - visible)
+    near = F.max_pool2d(amodal[:, None], 2 * dilation + 1, stride=1, padding=dilation)[:, 0] if dilation > 0 \
+        else amodal
+    others = (all_visible[None] - visible).clamp(0, 1) * near
+    return (hidden + others).clamp(max=1)
 
 
 def dice_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -71,6 +94,7 @@ class SetCriterion(nn.Module):
         dev = pred.class_logits.device
         tgt_cls = torch.full((b, q), self.k, dtype=torch.int64, device=dev)
         src_a, src_v, tgt_a, tgt_v, src_o, tgt_o, order_terms = [], [], [], [], [], [], []
+        hid = []
         scored = pred.scored_class_logits().detach()
         shape_tgt = torch.full((b, q), -100, dtype=torch.int64, device=dev)   # -100 = ignored
         for i, t in enumerate(targets):
@@ -96,6 +120,10 @@ class SetCriterion(nn.Module):
             src_v.append(pred.visible_logits[i, qi_t].flatten(1))
             tgt_a.append(t["amodal"][ti_t].flatten(1).float())
             tgt_v.append(t["visible"][ti_t].flatten(1).float())
+            if self.cfg.weight_hidden > 0:
+                va = t["visible"].float()
+                hid.append(hidden_region(t["amodal"][ti_t].float(), va[ti_t], va.amax(0),
+                                         self.cfg.hidden_dilation).flatten(1))
             src_o.append(pred.occlusion_rates[i, qi_t])
             tgt_o.append(t["occlusion"][ti_t].float())
             pairs = t.get("occ_pairs")
@@ -110,13 +138,15 @@ class SetCriterion(nn.Module):
         if src_a:
             sa, sv = torch.cat(src_a).float(), torch.cat(src_v).float()
             ta, tv = torch.cat(tgt_a), torch.cat(tgt_v)
-            loss_mask = F.binary_cross_entropy_with_logits(sa, ta, reduction="none").mean(1).mean()
+            bce = F.binary_cross_entropy_with_logits(sa, ta, reduction="none")     # [M, hw]
+            loss_mask = bce.mean(1).mean()
+            loss_hidden = (bce * torch.cat(hid)).mean(1).mean() if hid else zero
             loss_dice = dice_loss(sa, ta).mean()
             loss_vmask = F.binary_cross_entropy_with_logits(sv, tv, reduction="none").mean(1).mean()
             loss_vdice = dice_loss(sv, tv).mean()
             loss_occ = F.smooth_l1_loss(torch.cat(src_o).float(), torch.cat(tgt_o), beta=0.1)
         else:
-            loss_mask = loss_dice = loss_vmask = loss_vdice = loss_occ = zero + pred.amodal_logits.sum() * 0.0
+            loss_mask = loss_dice = loss_vmask = loss_vdice = loss_occ = loss_hidden = zero + pred.amodal_logits.sum() * 0.0
         loss_order = torch.stack(order_terms).mean() if order_terms else zero + pred.order_scores.sum() * 0.0
         if pred.shape_logits is not None and bool((shape_tgt >= 0).any()):
             loss_shape = F.cross_entropy(pred.shape_logits.float().flatten(0, 1), shape_tgt.flatten())
@@ -127,6 +157,7 @@ class SetCriterion(nn.Module):
             "class": c.weight_class * loss_ce,
             "mask": c.weight_mask * loss_mask,
             "dice": c.weight_dice * loss_dice,
+            "hidden": c.weight_mask * c.weight_hidden * loss_hidden,
             "visible_mask": c.weight_visible * c.weight_mask * loss_vmask,
             "visible_dice": c.weight_visible * c.weight_dice * loss_vdice,
             "occlusion": c.weight_occlusion * loss_occ,
