@@ -113,7 +113,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--score-threshold", type=float, default=0.05, help="low keeps the AP curve complete")
     p.add_argument("--max-instances", type=int, default=50)
-    p.add_argument("--nms-iou", type=float, default=0.6)
+    p.add_argument("--nms-iou", type=float, default=0.5)
     p.set_defaults(func=_predict)
 
     p = sub.add_parser("evaluate", help="metrics of a prediction JSON against a dataset", formatter_class=f)

@@ -22,12 +22,22 @@ from ros2_amodal_seg.types import Instances2D
 class PostprocessConfig:
     score_threshold: float = 0.5
     max_instances: int = 50
-    nms_iou: float = 0.6          # suppress when amodal AND visible mask IoU exceed this
-    mask_threshold: float = 0.5
+    nms_iou: float = 0.5          # suppress when amodal AND visible mask IoU exceed this
+    mask_threshold: float = 0.4          # probability: visible masks (and the scoring / NMS of both masks)
+    amodal_mask_threshold: float = 0.3   # probability: the amodal masks that are returned
+
+    def __post_init__(self) -> None:
+        for name in ("mask_threshold", "amodal_mask_threshold"):
+            if not 0.0 < getattr(self, name) < 1.0:
+                raise ValueError(f"{name} must be in (0, 1), got {getattr(self, name)}")
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.clip(x, -50, 50)))
+
+
+def _logit(p: float) -> float:
+    return float(np.log(p / (1.0 - p)))
 
 
 def mask_nms(amodal: np.ndarray, visible: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
@@ -98,8 +108,8 @@ def postprocess(class_logits: np.ndarray, amodal_logits: np.ndarray, visible_log
         cand = cand[keep][: cfg.max_instances]
     if len(cand) == 0:
         return Instances2D.empty(height, width)
-    am = upsample_logits(amodal_logits[cand], height, width) > 0.0
-    vi = (upsample_logits(visible_logits[cand], height, width) > 0.0) & am
+    am = upsample_logits(amodal_logits[cand], height, width) > _logit(cfg.amodal_mask_threshold)
+    vi = (upsample_logits(visible_logits[cand], height, width) > _logit(cfg.mask_threshold)) & am
     nonempty = am.reshape(len(cand), -1).any(1)
     cand, am, vi = cand[nonempty], am[nonempty], vi[nonempty]
     return Instances2D(amodal_masks=am, visible_masks=vi,

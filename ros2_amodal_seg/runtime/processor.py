@@ -47,7 +47,7 @@ class ProcessorConfig:
     device: str = "auto"
     score_threshold: float = 0.5
     max_instances: int = 50
-    nms_iou: float = 0.6
+    nms_iou: float = 0.5
     base_frame: str = "base_link"
     torch_threads: int = 0
 
