@@ -36,9 +36,9 @@ MIN_PERIOD_S = 0.5
 #: the node's metrics may trail the offline ones by this much (frames dropped / timing).
 AP_MARGIN = 3.0
 ORDER_MARGIN = 0.1
-#: floor on the shipped weights' offline amodal AP on these 12 frames (measured 34.0 street,
-#: 32.7 tabletop): a regression guard for the checkpoint, not the accuracy target.
-MIN_OFFLINE_AP = 20.0
+#: floor on the shipped weights' offline amodal AP on these 12 frames (measured 38.7 street,
+#: 41.2 tabletop): a regression guard for the checkpoint, not the accuracy target.
+MIN_OFFLINE_AP = 30.0
 #: at least this share of input frames must produce output.
 MIN_OUTPUT_SHARE = 0.9
 #: share of ground-truth footprints (inside the grid) with an occupied / inferred cell.
