@@ -47,7 +47,7 @@ class OnnxPredictor:
     """Same interface as :class:`AmodalPredictor` (``predict``, thresholds, timings) on ONNX Runtime."""
 
     def __init__(self, onnx_path: str | Path, score_threshold: float = 0.5, max_instances: int = 50,
-                 nms_iou: float = 0.5, providers: list[str] | None = None) -> None:
+                 nms_iou: float = PostprocessConfig.nms_iou, providers: list[str] | None = None) -> None:
         import onnxruntime as ort  # noqa: PLC0415
 
         p = Path(onnx_path)

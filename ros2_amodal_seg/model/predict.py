@@ -4,7 +4,7 @@ from __future__ import annotations
 
 
 from ros2_amodal_seg import masks as M
-from ros2_amodal_seg.model.postprocess import depth_ranks, occluded_by
+from ros2_amodal_seg.model.postprocess import PostprocessConfig, depth_ranks, occluded_by
 from ros2_amodal_seg.types import Instances2D
 
 
@@ -23,7 +23,7 @@ def instances_to_predictions(inst: Instances2D, image_id: int) -> list[dict]:
 
 
 def predict_to_file(dataset_path: str, out_path: str, checkpoint: str | None = None, device: str = "auto",
-                    score_threshold: float = 0.05, max_instances: int = 50, nms_iou: float = 0.5,
+                    score_threshold: float = 0.05, max_instances: int = 50, nms_iou: float = PostprocessConfig.nms_iou,
                     onnx: str | None = None) -> list[dict]:
     """Predict every image of ``dataset_path`` (any layout the loader reads) and write ``out_path``."""
     import json  # noqa: PLC0415

@@ -56,7 +56,7 @@ class AmodalPredictor:
     """
 
     def __init__(self, model: AmodalSegModel, meta: dict, device: torch.device, score_threshold: float = 0.5,
-                 max_instances: int = 50, nms_iou: float = 0.5) -> None:
+                 max_instances: int = 50, nms_iou: float = PostprocessConfig.nms_iou) -> None:
         self.model = model
         self.meta = meta
         self._device = device
@@ -70,7 +70,7 @@ class AmodalPredictor:
 
     @classmethod
     def from_checkpoint(cls, path: str | Path | None = None, device: str = "auto", score_threshold: float = 0.5,
-                        max_instances: int = 50, nms_iou: float = 0.5) -> "AmodalPredictor":
+                        max_instances: int = 50, nms_iou: float = PostprocessConfig.nms_iou) -> "AmodalPredictor":
         """Load ``path`` (default :data:`DEFAULT_CHECKPOINT`) on ``device`` (auto|cpu|cuda)."""
         dev = resolve_device(device)
         model, meta = load_checkpoint(DEFAULT_CHECKPOINT if path is None else path, dev)
