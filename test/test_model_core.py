@@ -11,7 +11,7 @@ import torch
 from ros2_amodal_seg.errors import CheckpointError, InvalidInputError
 from ros2_amodal_seg.model.augment import SampleArrays, paste_occluder
 from ros2_amodal_seg.model.checkpoint import load_checkpoint, save_checkpoint
-from ros2_amodal_seg.model.criterion import SetCriterion, dice_loss, hidden_region, order_loss
+from ros2_amodal_seg.model.criterion import LossConfig, SetCriterion, dice_loss, hidden_region, order_loss
 from ros2_amodal_seg.model.matcher import hungarian_match
 from ros2_amodal_seg.model.model import AmodalSegModel
 from ros2_amodal_seg.model.postprocess import depth_ranks, mask_nms, occluded_by, postprocess
@@ -249,3 +249,11 @@ def test_hidden_region_hand_computed():
     r1 = hidden_region(am, vi, allv, 1)
     assert r1[0, 0].tolist() == [0, 0, 1, 1, 1, 0]
     assert r1[1, 0].tolist() == [0, 1, 0, 0, 0, 0]
+    # the criterion computes it once per batch for all objects (the union covers every object, so
+    # picking matched objects afterwards gives the same rows); an image without objects gives None
+    crit = SetCriterion(2, LossConfig(hidden_dilation=1))
+    tg = [{"labels": torch.tensor([0, 1]), "amodal": am, "visible": vi},
+          {"labels": torch.zeros(0, dtype=torch.int64), "amodal": am[:0], "visible": vi[:0]}]
+    per_image = crit.hidden_regions(tg)
+    assert per_image[1] is None
+    assert per_image[0][1].tolist() == r1[1, 0].tolist()

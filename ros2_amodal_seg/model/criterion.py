@@ -88,8 +88,28 @@ class SetCriterion(nn.Module):
         w[-1] = cfg.no_object_weight
         self.register_buffer("class_weight", w, persistent=False)
 
-    def layer_losses(self, pred: LayerPrediction, targets: list[dict]) -> dict[str, torch.Tensor]:
-        """Losses of one layer's predictions (``[B, Q, ...]``) against the batch targets."""
+    def hidden_regions(self, targets: list[dict]) -> list[torch.Tensor | None]:
+        """Per image ``[N, h*w]`` :func:`hidden_region` of every target object (None when it has none).
+
+        It depends on the targets only, so :meth:`forward` computes it once for all decoder layers.
+        """
+        out: list[torch.Tensor | None] = []
+        for t in targets:
+            if len(t["labels"]) == 0:
+                out.append(None)
+                continue
+            va = t["visible"].float()
+            out.append(hidden_region(t["amodal"].float(), va, va.amax(0), self.cfg.hidden_dilation).flatten(1))
+        return out
+
+    def layer_losses(self, pred: LayerPrediction, targets: list[dict],
+                     hidden: list[torch.Tensor | None] | None = None) -> dict[str, torch.Tensor]:
+        """Losses of one layer's predictions (``[B, Q, ...]``) against the batch targets.
+
+        ``hidden``: :meth:`hidden_regions` of ``targets`` (computed here when not given).
+        """
+        if hidden is None and self.cfg.weight_hidden > 0:
+            hidden = self.hidden_regions(targets)
         b, q = pred.class_logits.shape[:2]
         dev = pred.class_logits.device
         tgt_cls = torch.full((b, q), self.k, dtype=torch.int64, device=dev)
@@ -120,10 +140,8 @@ class SetCriterion(nn.Module):
             src_v.append(pred.visible_logits[i, qi_t].flatten(1))
             tgt_a.append(t["amodal"][ti_t].flatten(1).float())
             tgt_v.append(t["visible"][ti_t].flatten(1).float())
-            if self.cfg.weight_hidden > 0:
-                va = t["visible"].float()
-                hid.append(hidden_region(t["amodal"][ti_t].float(), va[ti_t], va.amax(0),
-                                         self.cfg.hidden_dilation).flatten(1))
+            if hidden is not None:
+                hid.append(hidden[i][ti_t])
             src_o.append(pred.occlusion_rates[i, qi_t])
             tgt_o.append(t["occlusion"][ti_t].float())
             pairs = t.get("occ_pairs")
@@ -171,8 +189,9 @@ class SetCriterion(nn.Module):
         layers = [final] + (list(aux) if self.cfg.deep_supervision else [])
         total = None
         parts: dict[str, float] = {}
+        hidden = self.hidden_regions(targets) if self.cfg.weight_hidden > 0 else None
         for li, p in enumerate(layers):
-            d = self.layer_losses(p, targets)
+            d = self.layer_losses(p, targets, hidden)
             s = sum(d.values())
             total = s if total is None else total + s
             if li == 0:
