@@ -82,6 +82,8 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from ros2_amodal_seg.model.postprocess import PostprocessConfig  # noqa: PLC0415  (numpy + cv2 only)
+
     f = argparse.ArgumentDefaultsHelpFormatter
     p = sub.add_parser("train", help="train the amodal segmentation model", formatter_class=f,
                        description="Train on one or more datasets (any layout the loader reads). Runs as DDP "
@@ -113,7 +115,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--score-threshold", type=float, default=0.05, help="low keeps the AP curve complete")
     p.add_argument("--max-instances", type=int, default=50)
-    p.add_argument("--nms-iou", type=float, default=0.5)
+    p.add_argument("--nms-iou", type=float, default=PostprocessConfig.nms_iou,
+                   help="mask NMS: suppress when both amodal and visible IoU exceed this")
     p.set_defaults(func=_predict)
 
     p = sub.add_parser("evaluate", help="metrics of a prediction JSON against a dataset", formatter_class=f)

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from ros2_amodal_seg.errors import ConfigError, GeometryError
+from ros2_amodal_seg.model.postprocess import PostprocessConfig
 
 ZERO16: tuple[float, ...] = (0.0,) * 16
 
@@ -51,7 +52,7 @@ PARAMS: tuple[ParamSpec, ...] = (
               runtime=False),
     ParamSpec("score_threshold", 0.5, "minimum detection score", range=(0.0, 1.0)),
     ParamSpec("max_instances", 50, "most instances per frame", range=(1, 200)),
-    ParamSpec("nms_iou", 0.5, "mask NMS IoU threshold", range=(0.05, 1.0)),
+    ParamSpec("nms_iou", PostprocessConfig.nms_iou, "mask NMS IoU threshold", range=(0.05, 1.0)),
     # --- inputs ---
     ParamSpec("use_compressed", False, "subscribe to sensor_msgs/CompressedImage on /camera/image_raw/compressed "
               "instead of sensor_msgs/Image on /camera/image_raw", read_only=True, runtime=False),

@@ -22,6 +22,7 @@ from typing import Callable
 import numpy as np
 
 from ros2_amodal_seg.errors import ConfigError, InvalidInputError
+from ros2_amodal_seg.model.postprocess import PostprocessConfig
 from ros2_amodal_seg.types import (AmodalInstanceArrayData, AmodalInstanceData, BevGridData, Instances2D,
                                    OcclusionGraphData)
 
@@ -47,7 +48,7 @@ class ProcessorConfig:
     device: str = "auto"
     score_threshold: float = 0.5
     max_instances: int = 50
-    nms_iou: float = 0.5
+    nms_iou: float = PostprocessConfig.nms_iou
     base_frame: str = "base_link"
     torch_threads: int = 0
 
