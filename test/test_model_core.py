@@ -14,7 +14,8 @@ from ros2_amodal_seg.model.checkpoint import load_checkpoint, save_checkpoint
 from ros2_amodal_seg.model.criterion import LossConfig, SetCriterion, dice_loss, hidden_region, order_loss
 from ros2_amodal_seg.model.matcher import hungarian_match
 from ros2_amodal_seg.model.model import AmodalSegModel
-from ros2_amodal_seg.model.postprocess import depth_ranks, mask_nms, occluded_by, postprocess
+from ros2_amodal_seg.model.postprocess import (depth_ranks, mask_nms, occluded_by, postprocess, upsample_logits,
+                                                upsample_masks)
 from ros2_amodal_seg.model.predictor import AmodalPredictor
 from ros2_amodal_seg.model.transformer_decoder import LayerPrediction
 from ros2_amodal_seg.types import Instances2D
@@ -140,6 +141,25 @@ def test_nms_duplicate_vs_distinct_overlapping():
     # amodal IoU of the two distinct objects is high, yet they are both kept
     inter = (front & back_am).sum()
     assert inter / (front | back_am).sum() > 0.6
+
+
+@pytest.mark.parametrize("size", [(480, 640), (720, 1280), (37, 53), (481, 851)])
+def test_windowed_mask_upsampling_equals_a_full_resize(size):
+    # bilinear(logits) > t computed only near above-threshold cells must equal thresholding a full
+    # cv2 resize: localized blobs, one mask touching the image border, one mask that is all below t
+    height, width = size
+    rng = np.random.default_rng(3)
+    lg = np.full((4, 60, 80), -6.0, np.float32) + rng.normal(0, 0.5, (4, 60, 80)).astype(np.float32)
+    lg[0, 10:20, 30:45] = 4.0
+    lg[1, 50:60, 0:12] = rng.normal(1.0, 2.0, (10, 12))
+    lg[1, 57:, :3] = 3.0                                       # sure to reach the bottom-left corner
+    lg[2] = rng.normal(-0.5, 1.5, (60, 80))                    # scattered: the window is the whole image
+    full = upsample_logits(lg, height, width) > -0.4
+    win = upsample_masks(lg, -0.4, height, width)
+    assert win.shape == (4, height, width) and win.dtype == bool
+    assert not win[3].any() and win[0].any() and win[1, -1, 0]
+    assert (full != win).mean() < 1e-5                          # float rounding at the threshold only
+    assert upsample_masks(lg[:0], 0.0, height, width).shape == (0, height, width)
 
 
 def test_postprocess_full_resolution_and_order():
