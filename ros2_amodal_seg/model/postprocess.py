@@ -3,7 +3,8 @@
 Per query: class score x mask quality, score threshold, mask NMS (a duplicate has
 both a high amodal and a high visible mask IoU; two distinct overlapping objects
 share amodal area but not visible area, so they survive), top-k, masks upsampled
-to the full image, visible := visible & amodal. Depth ranks come from the order
+to the full image, amodal := amodal | visible (an object's full extent contains its
+visible part). Depth ranks come from the order
 scores (smaller = nearer); ``occluded_by`` from ``amodal_i & visible_j`` overlaps
 agreeing with the order.
 """
@@ -140,9 +141,8 @@ def postprocess(class_logits: np.ndarray, amodal_logits: np.ndarray, visible_log
     cls_idx = prob[:, :-1].argmax(-1)
     cls_score = prob[np.arange(len(prob)), cls_idx]
     pa = _sigmoid(amodal_logits.astype(np.float32))
-    ba = pa > cfg.mask_threshold
     bv = _sigmoid(visible_logits.astype(np.float32)) > cfg.mask_threshold
-    bv &= ba
+    ba = (pa > cfg.mask_threshold) | bv
     area = ba.reshape(len(ba), -1).sum(1)
     mask_q = (pa * ba).reshape(len(pa), -1).sum(1) / np.maximum(area, 1)
     scores = (cls_score * mask_q).astype(np.float32)
@@ -152,8 +152,8 @@ def postprocess(class_logits: np.ndarray, amodal_logits: np.ndarray, visible_log
         cand = cand[keep][: cfg.max_instances]
     if len(cand) == 0:
         return Instances2D.empty(height, width)
-    am = upsample_masks(amodal_logits[cand], _logit(cfg.amodal_mask_threshold), height, width)
-    vi = upsample_masks(visible_logits[cand], _logit(cfg.mask_threshold), height, width) & am
+    vi = upsample_masks(visible_logits[cand], _logit(cfg.mask_threshold), height, width)
+    am = upsample_masks(amodal_logits[cand], _logit(cfg.amodal_mask_threshold), height, width) | vi
     nonempty = am.reshape(len(cand), -1).any(1)
     cand, am, vi = cand[nonempty], am[nonempty], vi[nonempty]
     return Instances2D(amodal_masks=am, visible_masks=vi,
