@@ -37,7 +37,7 @@ MIN_PERIOD_S = 0.5
 AP_MARGIN = 3.0
 ORDER_MARGIN = 0.1
 #: floor on the shipped weights' offline amodal AP on these 12 frames (measured 38.7 street,
-#: 41.2 tabletop): a regression guard for the checkpoint, not the accuracy target.
+#: 41.2 tabletop with the stage-5 weights): a regression guard for the checkpoint, not the accuracy target.
 MIN_OFFLINE_AP = 30.0
 #: at least this share of input frames must produce output.
 MIN_OUTPUT_SHARE = 0.9
