@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import json
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -14,8 +15,7 @@ from ros2_amodal_seg.model.checkpoint import load_checkpoint, save_checkpoint
 from ros2_amodal_seg.model.criterion import LossConfig, SetCriterion, dice_loss, hidden_region, order_loss
 from ros2_amodal_seg.model.matcher import hungarian_match
 from ros2_amodal_seg.model.model import AmodalSegModel
-from ros2_amodal_seg.model.postprocess import (depth_ranks, mask_nms, occluded_by, postprocess, upsample_logits,
-                                                upsample_masks)
+from ros2_amodal_seg.model.postprocess import depth_ranks, mask_nms, occluded_by, postprocess, upsample_masks
 from ros2_amodal_seg.model.predictor import AmodalPredictor
 from ros2_amodal_seg.model.transformer_decoder import LayerPrediction
 from ros2_amodal_seg.types import Instances2D
@@ -47,7 +47,8 @@ def test_shapes_and_backward(occ):
     loss, parts = SetCriterion(5)(out.final, out.aux, tgt)
     loss.backward()
     assert torch.isfinite(loss)
-    assert set(parts) == {"class", "mask", "dice", "visible_mask", "visible_dice", "occlusion", "order", "shape", "hidden"}
+    assert set(parts) == {"class", "mask", "dice", "visible_mask", "visible_dice", "occlusion", "order", "shape",
+                          "hidden"}
     assert f.shape_logits.shape == (2, 8, 5) and parts["shape"] > 0
     grads = [p.grad for p in m.parameters() if p.requires_grad]
     assert sum(g is not None and g.abs().sum() > 0 for g in grads) > 0.9 * len(grads)
@@ -154,7 +155,7 @@ def test_windowed_mask_upsampling_equals_a_full_resize(size):
     lg[1, 50:60, 0:12] = rng.normal(1.0, 2.0, (10, 12))
     lg[1, 57:, :3] = 3.0                                       # sure to reach the bottom-left corner
     lg[2] = rng.normal(-0.5, 1.5, (60, 80))                    # scattered: the window is the whole image
-    full = upsample_logits(lg, height, width) > -0.4
+    full = cv2.resize(lg.transpose(1, 2, 0), (width, height), interpolation=cv2.INTER_LINEAR).transpose(2, 0, 1) > -0.4
     win = upsample_masks(lg, -0.4, height, width)
     assert win.shape == (4, height, width) and win.dtype == bool
     assert not win[3].any() and win[0].any() and win[1, -1, 0]

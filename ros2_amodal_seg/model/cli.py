@@ -82,7 +82,7 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from ros2_amodal_seg.model.postprocess import PostprocessConfig  # noqa: PLC0415  (numpy + cv2 only)
+    from ros2_amodal_seg.model.postprocess import PostprocessConfig  # noqa: PLC0415  (light: numpy only)
 
     f = argparse.ArgumentDefaultsHelpFormatter
     p = sub.add_parser("train", help="train the amodal segmentation model", formatter_class=f,

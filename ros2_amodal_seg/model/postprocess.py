@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 
 from ros2_amodal_seg.masks import iou_matrix
@@ -67,19 +66,6 @@ def mask_nms(amodal: np.ndarray, visible: np.ndarray, scores: np.ndarray, iou_th
     return np.array(keep, np.int64)
 
 
-def upsample_logits(logits: np.ndarray, height: int, width: int) -> np.ndarray:
-    """``[N, h, w]`` float logits -> ``[N, height, width]`` (bilinear, half-pixel centres)."""
-    n = len(logits)
-    if n == 0:
-        return np.zeros((0, height, width), np.float32)
-    out = []
-    for s in range(0, n, 500):  # cv2 handles <= 512 channels
-        chunk = np.ascontiguousarray(logits[s:s + 500].transpose(1, 2, 0).astype(np.float32))
-        r = cv2.resize(chunk, (width, height), interpolation=cv2.INTER_LINEAR)
-        out.append(r.reshape(height, width, -1).transpose(2, 0, 1))
-    return np.concatenate(out)
-
-
 def _linear_taps(n_out: int, n_in: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Bilinear taps along one axis, as ``cv2.resize(INTER_LINEAR)`` places them (half-pixel
     centres, edges replicated): output ``i`` = ``(1 - f[i]) * in[i0[i]] + f[i] * in[i1[i]]``."""
@@ -93,9 +79,10 @@ def _linear_taps(n_out: int, n_in: int) -> tuple[np.ndarray, np.ndarray, np.ndar
 def upsample_masks(logits: np.ndarray, threshold: float, height: int, width: int) -> np.ndarray:
     """``[N, h, w]`` float logits -> ``[N, height, width]`` bool ``bilinear(logits) > threshold``.
 
-    Same result as thresholding :func:`upsample_logits`, but each mask is interpolated only
-    inside the window its above-threshold cells can reach: a bilinear value is a convex
-    combination of its (at most 4) taps, so it can exceed the threshold only where a tap does.
+    Same result as thresholding a full ``cv2.resize(INTER_LINEAR)`` of the logits (tested), but
+    each mask is interpolated only inside the window its above-threshold cells can reach: a
+    bilinear value is a convex combination of its (at most 4) taps, so it can exceed the
+    threshold only where a tap does.
     Masks are small next to the image, so this is several times faster than a full resize.
     """
     n, h, w = logits.shape
