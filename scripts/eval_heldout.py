@@ -62,16 +62,20 @@ def main() -> int:
     ap.add_argument("--score-thresholds", type=float, nargs="+", default=[0.5, 0.2],
                     help="score thresholds for occlusion MAE, order accuracy and PQ (AP always uses every "
                          "prediction with score >= 0.05)")
+    ap.add_argument("--no-refine", action="store_true",
+                    help="plain bilinear mask upsampling, without the guided-filter refinement (ablation)")
     args = ap.parse_args()
 
     from ros2_amodal_seg.model.evaluate import evaluate_predictions, plot_pr  # noqa: PLC0415
+    from ros2_amodal_seg.model.postprocess import PostprocessConfig  # noqa: PLC0415
     from ros2_amodal_seg.model.predict import predict_to_file  # noqa: PLC0415
 
     root = Path(args.data_root)
     both = ensure_split(root, args.num, args.seed)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    preds = predict_to_file(str(both), str(out / "preds.json"), args.checkpoint, args.device, 0.05, 50, 0.6)
+    preds = predict_to_file(str(both), str(out / "preds.json"), args.checkpoint, args.device, 0.05, 50,
+                            PostprocessConfig.nms_iou, refine_masks=not args.no_refine)
     runs = {
         "both presets": (both, preds),
         "tabletop": (root / "tabletop", [p for p in preds if p["image_id"] < OFFSET]),

@@ -15,7 +15,8 @@ from ros2_amodal_seg.model.checkpoint import load_checkpoint, save_checkpoint
 from ros2_amodal_seg.model.criterion import LossConfig, SetCriterion, dice_loss, hidden_region, order_loss
 from ros2_amodal_seg.model.matcher import hungarian_match
 from ros2_amodal_seg.model.model import AmodalSegModel
-from ros2_amodal_seg.model.postprocess import depth_ranks, mask_nms, occluded_by, postprocess, upsample_masks
+from ros2_amodal_seg.model.postprocess import depth_ranks, mask_nms, occluded_by, postprocess
+from ros2_amodal_seg.model.upsample import ColourGuide, guided_upsample_masks, upsample_masks
 from ros2_amodal_seg.model.predictor import AmodalPredictor
 from ros2_amodal_seg.model.transformer_decoder import LayerPrediction
 from ros2_amodal_seg.types import Instances2D
@@ -163,6 +164,41 @@ def test_windowed_mask_upsampling_equals_a_full_resize(size):
     assert upsample_masks(lg[:0], 0.0, height, width).shape == (0, height, width)
 
 
+def test_guided_filter_reduces_to_a_box_blur_on_a_flat_image_and_snaps_to_an_edge():
+    x = np.arange(60, dtype=np.float32)
+    p = np.tile(np.clip((x - 13) / 8, 0, 1), (40, 1)).astype(np.float32)   # blurred step, p = 0.5 at x = 17
+    # flat guide: colour covariance 0, so a = 0, b = box(p) and the output is box(box(p))
+    flat = ColourGuide(np.full((40, 60, 3), 90, np.uint8), 4, 1e-3)
+    assert np.abs(flat.filter(p) - flat.box(flat.box(p))).max() < 1e-5
+    # a colour edge at x = 20: the output jumps there, so the p > 0.6 boundary moves 18 -> 20
+    img = np.zeros((40, 60, 3), np.uint8)
+    img[:, 20:] = (200, 60, 30)
+    for subsample in (1, 2):     # the fast guided filter fits a, b on a 2x coarser grid: same edge
+        q = ColourGuide(img, 4, 1e-3, subsample).filter(p)
+        assert q.shape == p.shape
+        assert np.argmax(p[0] > 0.6) == 18 and (np.argmax(q > 0.6, axis=1) == 20).all()
+        assert (q[:, 20] - q[:, 19] > 0.4).all()
+    with pytest.raises(ValueError):
+        ColourGuide(img[..., 0], 4, 1e-3)
+
+
+@pytest.mark.parametrize("size,subsample", [((480, 640), 1), ((37, 53), 1), ((480, 640), 4), ((481, 851), 4)])
+def test_windowed_guided_upsampling_equals_filtering_the_whole_image(size, subsample):
+    height, width = size
+    rng = np.random.default_rng(5)
+    img = rng.integers(0, 255, (height, width, 3), dtype=np.uint8)
+    img[height // 4:height // 2, width // 4:width // 2] = (250, 20, 20)       # an object with sharp edges
+    lg = np.full((3, 60, 80), -8.0, np.float32)
+    lg[0, 15:30, 20:40] = 3.0
+    lg[1, 50:, :10] = 2.0                                                    # touches the image border
+    guide = ColourGuide(img, max(1, round(1.5 * width / 80)), 1e-3, subsample)
+    win = guided_upsample_masks(lg, 0.4, guide)
+    up = cv2.resize(lg.transpose(1, 2, 0), (width, height), interpolation=cv2.INTER_LINEAR).reshape(height, width, -1)
+    full = np.stack([guide.filter(1 / (1 + np.exp(-up[..., k]))) > 0.4 for k in range(3)])
+    assert win.shape == (3, height, width) and not win[2].any() and win[0].any() and win[1, -1, 0]
+    assert (full != win).mean() < 1e-4
+
+
 def test_postprocess_full_resolution_and_order():
     q, h, w = 3, 8, 8
     cls = np.full((q, 6), -10.0)
@@ -182,6 +218,16 @@ def test_postprocess_full_resolution_and_order():
     assert depth_ranks(inst.order_scores).tolist() == [0, 1]
     assert occluded_by(inst) == [[], [0]]
     assert inst.amodal_masks[0, :16, :24].mean() > 0.9 and inst.amodal_masks[0, 20:, 30:].sum() == 0
+    # with the image as guide, object 0's visible boundary follows the image's edge (rows/cols 0..14),
+    # not the bilinear 0.4 crossing at about 16 x 24
+    img = np.zeros((32, 48, 3), np.uint8)
+    img[:15, :23] = 255
+    ref = postprocess(cls, am, vi, np.array([0.0, 0.25, 0.0]), np.array([0.1, 0.9, 0.0]), (32, 48),
+                      [1, 2, 3, 4, 5], image=img)
+    assert ref.visible_masks[0, :15, :23].all() and not ref.visible_masks[0, 15:, :].any()
+    assert not ref.visible_masks[0, :, 23:].any()
+    with pytest.raises(ValueError, match="does not match"):
+        postprocess(cls, am, vi, np.zeros(3), np.zeros(3), (32, 48), [1, 2, 3, 4, 5], image=img[:20])
 
 
 def test_occluder_paste_updates_ground_truth():

@@ -42,7 +42,7 @@ def _predict(args: argparse.Namespace) -> int:
     from ros2_amodal_seg.model.predict import predict_to_file  # noqa: PLC0415
 
     preds = predict_to_file(args.dataset, args.out, args.checkpoint, args.device, args.score_threshold,
-                            args.max_instances, args.nms_iou, onnx=args.onnx)
+                            args.max_instances, args.nms_iou, onnx=args.onnx, refine_masks=not args.no_refine)
     print(f"wrote {len(preds)} predictions to {args.out}")
     return 0
 
@@ -117,6 +117,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-instances", type=int, default=50)
     p.add_argument("--nms-iou", type=float, default=PostprocessConfig.nms_iou,
                    help="mask NMS: suppress when both amodal and visible IoU exceed this")
+    p.add_argument("--no-refine", action="store_true",
+                   help="plain bilinear mask upsampling, without the guided-filter refinement along image edges")
     p.set_defaults(func=_predict)
 
     p = sub.add_parser("evaluate", help="metrics of a prediction JSON against a dataset", formatter_class=f)

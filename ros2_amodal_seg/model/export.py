@@ -47,7 +47,8 @@ class OnnxPredictor:
     """Same interface as :class:`AmodalPredictor` (``predict``, thresholds, timings) on ONNX Runtime."""
 
     def __init__(self, onnx_path: str | Path, score_threshold: float = 0.5, max_instances: int = 50,
-                 nms_iou: float = PostprocessConfig.nms_iou, providers: list[str] | None = None) -> None:
+                 nms_iou: float = PostprocessConfig.nms_iou, providers: list[str] | None = None,
+                 refine_masks: bool = PostprocessConfig.refine) -> None:
         import onnxruntime as ort  # noqa: PLC0415
 
         p = Path(onnx_path)
@@ -69,6 +70,7 @@ class OnnxPredictor:
         self.score_threshold = float(score_threshold)
         self.max_instances = int(max_instances)
         self.nms_iou = float(nms_iou)
+        self.refine_masks = bool(refine_masks)
         self.device = "cpu"
         self.last_timings_ms: dict[str, float] = {}
 
@@ -85,7 +87,9 @@ class OnnxPredictor:
         outs = [o[0] for o in self.session.run(list(OUTPUT_NAMES), {"image": x})]
         t2 = time.perf_counter()
         inst = postprocess(*outs, image_size=image_rgb.shape[:2], class_ids=self.class_ids,
-                           cfg=PostprocessConfig(self.score_threshold, self.max_instances, self.nms_iou))
+                           cfg=PostprocessConfig(self.score_threshold, self.max_instances, self.nms_iou,
+                                                 refine=self.refine_masks),
+                           image=image_rgb)
         t3 = time.perf_counter()
         self.last_timings_ms = {"preprocess": (t1 - t0) * 1e3, "network": (t2 - t1) * 1e3,
                                 "postprocess": (t3 - t2) * 1e3}

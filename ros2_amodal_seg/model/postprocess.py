@@ -3,8 +3,9 @@
 Per query: class score x mask quality, score threshold, mask NMS (a duplicate has
 both a high amodal and a high visible mask IoU; two distinct overlapping objects
 share amodal area but not visible area, so they survive), top-k, masks upsampled
-to the full image, amodal := amodal | visible (an object's full extent contains its
-visible part). Depth ranks come from the order
+to the full image (bilinear, then refined along the image's edges by a colour guided
+filter when the image is given, see :mod:`.upsample`), amodal := amodal | visible
+(an object's full extent contains its visible part). Depth ranks come from the order
 scores (smaller = nearer); ``occluded_by`` from ``amodal_i & visible_j`` overlaps
 agreeing with the order.
 """
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ros2_amodal_seg.masks import iou_matrix
+from ros2_amodal_seg.model.upsample import ColourGuide, guided_upsample_masks, upsample_masks
 from ros2_amodal_seg.types import Instances2D
 
 
@@ -25,11 +27,22 @@ class PostprocessConfig:
     nms_iou: float = 0.5          # suppress when amodal AND visible mask IoU exceed this
     mask_threshold: float = 0.4          # probability: visible masks (and the scoring / NMS of both masks)
     amodal_mask_threshold: float = 0.3   # probability: the amodal masks that are returned
+    refine: bool = True                  # guided-filter refinement of the full-resolution masks (needs the image)
+    refine_radius_cells: float = 2.0     # its radius in mask-grid cells (16 px for 80 cells across 640 px)
+    refine_eps: float = 1e-4             # its regulariser (RGB in [0, 1]); larger = closer to plain bilinear
+    refine_subsample: int = 4            # fit the filter on a grid this many times coarser (fast guided filter)
 
     def __post_init__(self) -> None:
         for name in ("mask_threshold", "amodal_mask_threshold"):
             if not 0.0 < getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must be in (0, 1), got {getattr(self, name)}")
+        if self.refine_radius_cells <= 0 or self.refine_eps <= 0 or self.refine_subsample < 1:
+            raise ValueError(f"refine_radius_cells and refine_eps must be > 0 and refine_subsample >= 1, got "
+                             f"{self.refine_radius_cells}, {self.refine_eps}, {self.refine_subsample}")
+
+    def refine_radius_px(self, mask_width: int, image_width: int) -> int:
+        """The guided filter's radius in image pixels (at least 1)."""
+        return max(1, int(round(self.refine_radius_cells * image_width / mask_width)))
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -66,62 +79,22 @@ def mask_nms(amodal: np.ndarray, visible: np.ndarray, scores: np.ndarray, iou_th
     return np.array(keep, np.int64)
 
 
-def _linear_taps(n_out: int, n_in: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Bilinear taps along one axis, as ``cv2.resize(INTER_LINEAR)`` places them (half-pixel
-    centres, edges replicated): output ``i`` = ``(1 - f[i]) * in[i0[i]] + f[i] * in[i1[i]]``."""
-    src = (np.arange(n_out, dtype=np.float64) + 0.5) * (n_in / n_out) - 0.5
-    lo = np.floor(src)
-    f = (src - lo).astype(np.float32)
-    lo = lo.astype(np.int64)
-    return np.clip(lo, 0, n_in - 1), np.clip(lo + 1, 0, n_in - 1), f
-
-
-def upsample_masks(logits: np.ndarray, threshold: float, height: int, width: int) -> np.ndarray:
-    """``[N, h, w]`` float logits -> ``[N, height, width]`` bool ``bilinear(logits) > threshold``.
-
-    Same result as thresholding a full ``cv2.resize(INTER_LINEAR)`` of the logits (tested), but
-    each mask is interpolated only inside the window its above-threshold cells can reach: a
-    bilinear value is a convex combination of its (at most 4) taps, so it can exceed the
-    threshold only where a tap does.
-    Masks are small next to the image, so this is several times faster than a full resize.
-    """
-    n, h, w = logits.shape
-    out = np.zeros((n, height, width), bool)
-    if n == 0:
-        return out
-    y0, y1, fy = _linear_taps(height, h)
-    x0, x1, fx = _linear_taps(width, w)
-    above = logits > threshold                                   # [N, h, w]
-    rows_any, cols_any = above.any(2), above.any(1)              # [N, h], [N, w]
-    for k in range(n):
-        r = np.nonzero(rows_any[k])[0]
-        if len(r) == 0:
-            continue
-        c = np.nonzero(cols_any[k])[0]
-        # output rows / cols with a tap inside [first, last] above-threshold cell (contiguous ranges)
-        ys = np.nonzero((y1 >= r[0]) & (y0 <= r[-1]))[0]
-        xs = np.nonzero((x1 >= c[0]) & (x0 <= c[-1]))[0]
-        ya, yb, xa, xb = ys[0], ys[-1] + 1, xs[0], xs[-1] + 1
-        lg = logits[k].astype(np.float32)
-        cy0, cy1, cfy = y0[ya:yb], y1[ya:yb], fy[ya:yb, None]
-        cx0, cx1, cfx = x0[xa:xb], x1[xa:xb], fx[xa:xb]
-        top = lg[cy0][:, cx0] * (1 - cfx) + lg[cy0][:, cx1] * cfx
-        bot = lg[cy1][:, cx0] * (1 - cfx) + lg[cy1][:, cx1] * cfx
-        out[k, ya:yb, xa:xb] = top * (1 - cfy) + bot * cfy > threshold
-    return out
-
-
 def postprocess(class_logits: np.ndarray, amodal_logits: np.ndarray, visible_logits: np.ndarray,
                 occlusion_rates: np.ndarray, order_scores: np.ndarray, image_size: tuple[int, int],
-                class_ids: list[int], cfg: PostprocessConfig = PostprocessConfig()) -> Instances2D:
+                class_ids: list[int], cfg: PostprocessConfig = PostprocessConfig(),
+                image: np.ndarray | None = None) -> Instances2D:
     """One image's raw outputs -> :class:`Instances2D` at ``image_size`` ``(H, W)``.
 
     Args:
         class_logits: ``[Q, K+1]`` (last = no object). amodal_logits, visible_logits: ``[Q, h, w]``.
         occlusion_rates: ``[Q]`` in [0, 1]. order_scores: ``[Q]`` (smaller = nearer).
         class_ids: dataset category id of each of the K classes.
+        image: ``[H, W, 3]`` uint8 RGB, the image itself: the guide of the mask refinement
+            (``cfg.refine``). Without it the masks are plain bilinear upsamplings.
     """
     height, width = image_size
+    if image is not None and image.shape[:2] != (height, width):
+        raise ValueError(f"image {image.shape[:2]} does not match image_size {(height, width)}")
     cl = class_logits.astype(np.float64)
     prob = np.exp(cl - cl.max(-1, keepdims=True))
     prob /= prob.sum(-1, keepdims=True)
@@ -139,8 +112,14 @@ def postprocess(class_logits: np.ndarray, amodal_logits: np.ndarray, visible_log
         cand = cand[keep][: cfg.max_instances]
     if len(cand) == 0:
         return Instances2D.empty(height, width)
-    vi = upsample_masks(visible_logits[cand], _logit(cfg.mask_threshold), height, width)
-    am = upsample_masks(amodal_logits[cand], _logit(cfg.amodal_mask_threshold), height, width) | vi
+    if cfg.refine and image is not None:
+        guide = ColourGuide(image, cfg.refine_radius_px(amodal_logits.shape[-1], width), cfg.refine_eps,
+                            cfg.refine_subsample)
+        vi = guided_upsample_masks(visible_logits[cand], cfg.mask_threshold, guide)
+        am = guided_upsample_masks(amodal_logits[cand], cfg.amodal_mask_threshold, guide) | vi
+    else:
+        vi = upsample_masks(visible_logits[cand], _logit(cfg.mask_threshold), height, width)
+        am = upsample_masks(amodal_logits[cand], _logit(cfg.amodal_mask_threshold), height, width) | vi
     nonempty = am.reshape(len(cand), -1).any(1)
     cand, am, vi = cand[nonempty], am[nonempty], vi[nonempty]
     return Instances2D(amodal_masks=am, visible_masks=vi,

@@ -53,6 +53,8 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("score_threshold", 0.5, "minimum detection score", range=(0.0, 1.0)),
     ParamSpec("max_instances", 50, "most instances per frame", range=(1, 200)),
     ParamSpec("nms_iou", PostprocessConfig.nms_iou, "mask NMS IoU threshold", range=(0.05, 1.0)),
+    ParamSpec("refine_masks", PostprocessConfig.refine, "refine the full-resolution masks along the image's "
+              "edges (colour guided filter); false = plain bilinear upsampling", read_only=True, runtime=False),
     # --- inputs ---
     ParamSpec("use_compressed", False, "subscribe to sensor_msgs/CompressedImage on /camera/image_raw/compressed "
               "instead of sensor_msgs/Image on /camera/image_raw", read_only=True, runtime=False),

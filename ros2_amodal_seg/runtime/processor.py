@@ -40,6 +40,7 @@ class ProcessorConfig:
         score_threshold: minimum detection score, [0, 1].
         max_instances: most instances per frame.
         nms_iou: mask-NMS IoU threshold, [0, 1].
+        refine_masks: refine the full-resolution masks along the image's edges (guided filter).
         base_frame: frame of the 3-D outputs when fusion is skipped.
         torch_threads: CPU threads of torch (0 = torch's default).
     """
@@ -49,6 +50,7 @@ class ProcessorConfig:
     score_threshold: float = 0.5
     max_instances: int = 50
     nms_iou: float = PostprocessConfig.nms_iou
+    refine_masks: bool = PostprocessConfig.refine
     base_frame: str = "base_link"
     torch_threads: int = 0
 
@@ -126,7 +128,7 @@ def _default_predictor_factory(cfg: ProcessorConfig):
         torch.set_num_threads(cfg.torch_threads)
     return AmodalPredictor.from_checkpoint(cfg.checkpoint or None, device=cfg.device,
                                            score_threshold=cfg.score_threshold, max_instances=cfg.max_instances,
-                                           nms_iou=cfg.nms_iou)
+                                           nms_iou=cfg.nms_iou, refine_masks=cfg.refine_masks)
 
 
 class FrameProcessor:
