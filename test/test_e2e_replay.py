@@ -13,6 +13,7 @@ Set AMODAL_SEG_TEST_CHECKPOINT to run it with another checkpoint than the shippe
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -22,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from ros2_amodal_seg.model.data import load_amodal_dataset
 from ros2_amodal_seg.model.predictor import DEFAULT_CHECKPOINT
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
@@ -33,12 +35,14 @@ SCORE_THRESHOLD = 0.2
 MAX_INSTANCES = 20
 CAMERA_PERIOD_S = 0.1
 MIN_PERIOD_S = 0.5
-#: the node's metrics may trail the offline ones by this much (frames dropped / timing).
+#: the node's metrics may trail the offline ones, on the frames it output, by this much
+#: (measured: equal, 2026-11-23).
 AP_MARGIN = 3.0
 ORDER_MARGIN = 0.1
-#: floor on the shipped weights' offline amodal AP on these 12 frames (measured 38.7 street,
-#: 41.2 tabletop with the stage-5 weights): a regression guard for the checkpoint, not the accuracy target.
-MIN_OFFLINE_AP = 30.0
+#: floor on the shipped weights' offline amodal AP on these 12 frames (measured 55.0 street,
+#: 59.7 tabletop with the stage-6 weights and guided mask refinement; 38.7 / 41.2 with the stage-5
+#: weights and plain upsampling): a regression guard for the checkpoint, not the accuracy target.
+MIN_OFFLINE_AP = 45.0
 #: at least this share of input frames must produce output.
 MIN_OUTPUT_SHARE = 0.9
 #: share of ground-truth footprints (inside the grid) with an occupied / inferred cell.
@@ -127,11 +131,17 @@ def test_replay_through_the_node_matches_ground_truth(bags, preset, domain):
         assert {time_to_ns(m.markers[0].header.stamp) if key == "markers" else time_to_ns(m.header.stamp)
                 for m in res.outputs[key]} <= set(stamps), key
 
-    # quality: the node reproduces the offline pipeline on the same frames
-    online = evaluate_predictions(ann, preds, score_threshold=SCORE_THRESHOLD)
+    # quality: the node reproduces the offline pipeline on the same frames (a frame the node
+    # dropped, allowed above, would otherwise count as all misses)
+    done = {stamps[t] for t in out_stamps}
+    gt = load_amodal_dataset(ann)
+    gt = dataclasses.replace(gt, samples=[x for x in gt.samples if x.image_id in done])
+    online = evaluate_predictions(gt, preds, score_threshold=SCORE_THRESHOLD)
+    offline = evaluate_predictions(gt, [p for p in offline_preds if p["image_id"] in done],
+                                   score_threshold=SCORE_THRESHOLD)
     print(f"[{preset}] node: amodal AP {online['amodal_AP']:.1f} (offline {offline['amodal_AP']:.1f}), order "
           f"accuracy {online['order_accuracy']:.3f} (offline {offline['order_accuracy']:.3f}), "
-          f"{online['num_predictions']} predictions")
+          f"{online['num_predictions']} predictions, {len(done)}/{FRAMES} frames")
     assert online["num_predictions"] > 0, "the node found nothing"
     assert online["amodal_AP"] >= offline["amodal_AP"] - AP_MARGIN
     if not math.isnan(offline["order_accuracy"]):
