@@ -15,7 +15,7 @@ from ros2_amodal_seg.model.checkpoint import load_checkpoint, save_checkpoint
 from ros2_amodal_seg.model.criterion import LossConfig, SetCriterion, dice_loss, hidden_region, order_loss
 from ros2_amodal_seg.model.matcher import hungarian_match
 from ros2_amodal_seg.model.model import AmodalSegModel
-from ros2_amodal_seg.model.postprocess import depth_ranks, mask_nms, occluded_by, postprocess
+from ros2_amodal_seg.model.postprocess import PostprocessConfig, depth_ranks, mask_nms, matrix_nms, occluded_by, postprocess
 from ros2_amodal_seg.model.upsample import ColourGuide, guided_upsample_masks, upsample_masks
 from ros2_amodal_seg.model.predictor import AmodalPredictor
 from ros2_amodal_seg.model.transformer_decoder import LayerPrediction
@@ -143,6 +143,13 @@ def test_nms_duplicate_vs_distinct_overlapping():
     # amodal IoU of the two distinct objects is high, yet they are both kept
     inter = (front & back_am).sum()
     assert inter / (front | back_am).sum() > 0.6
+    # matrix NMS, by hand: overlap = min(amodal IoU, visible IoU). dup vs front: 192 / 208 on both;
+    # back vs front: visible IoU 0; back vs dup: visible 16 / 224. Sorted front, dup, back:
+    # decay(dup) = exp(-2 (192/208)^2); decay(back) = min(1, exp(-2 ((16/224)^2 - (192/208)^2)), ...) = 1
+    dec = matrix_nms(amodal, visible, np.array([0.9, 0.8, 0.85]), 2.0)
+    assert dec[0] == pytest.approx(0.9) and dec[1] == pytest.approx(0.8)
+    assert dec[2] == pytest.approx(0.85 * np.exp(-2 * (192 / 208) ** 2), rel=1e-5)
+    assert matrix_nms(amodal[:0], visible[:0], np.zeros(0), 2.0).shape == (0,)
 
 
 @pytest.mark.parametrize("size", [(480, 640), (720, 1280), (37, 53), (481, 851)])
@@ -226,6 +233,8 @@ def test_postprocess_full_resolution_and_order():
                       [1, 2, 3, 4, 5], image=img)
     assert ref.visible_masks[0, :15, :23].all() and not ref.visible_masks[0, 15:, :].any()
     assert not ref.visible_masks[0, :, 23:].any()
+    with pytest.raises(ValueError, match="nms_method"):
+        PostprocessConfig(nms_method="box")
     with pytest.raises(ValueError, match="does not match"):
         postprocess(cls, am, vi, np.zeros(3), np.zeros(3), (32, 48), [1, 2, 3, 4, 5], image=img[:20])
 

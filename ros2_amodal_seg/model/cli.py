@@ -42,7 +42,8 @@ def _predict(args: argparse.Namespace) -> int:
     from ros2_amodal_seg.model.predict import predict_to_file  # noqa: PLC0415
 
     preds = predict_to_file(args.dataset, args.out, args.checkpoint, args.device, args.score_threshold,
-                            args.max_instances, args.nms_iou, onnx=args.onnx, refine_masks=not args.no_refine)
+                            args.max_instances, args.nms_iou, onnx=args.onnx, refine_masks=not args.no_refine,
+                            nms_method=args.nms_method)
     print(f"wrote {len(preds)} predictions to {args.out}")
     return 0
 
@@ -82,7 +83,7 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from ros2_amodal_seg.model.postprocess import PostprocessConfig  # noqa: PLC0415  (light: numpy only)
+    from ros2_amodal_seg.model.postprocess import NMS_METHODS, PostprocessConfig  # noqa: PLC0415  (no torch)
 
     f = argparse.ArgumentDefaultsHelpFormatter
     p = sub.add_parser("train", help="train the amodal segmentation model", formatter_class=f,
@@ -115,8 +116,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--score-threshold", type=float, default=0.05, help="low keeps the AP curve complete")
     p.add_argument("--max-instances", type=int, default=50)
+    p.add_argument("--nms-method", choices=NMS_METHODS, default=PostprocessConfig.nms_method,
+                   help="matrix: decay a duplicate's score (SOLOv2 Matrix NMS); hard: greedy suppression")
     p.add_argument("--nms-iou", type=float, default=PostprocessConfig.nms_iou,
-                   help="mask NMS: suppress when both amodal and visible IoU exceed this")
+                   help="hard mask NMS: suppress when both amodal and visible IoU exceed this")
     p.add_argument("--no-refine", action="store_true",
                    help="plain bilinear mask upsampling, without the guided-filter refinement along image edges")
     p.set_defaults(func=_predict)

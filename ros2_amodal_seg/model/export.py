@@ -48,7 +48,8 @@ class OnnxPredictor:
 
     def __init__(self, onnx_path: str | Path, score_threshold: float = 0.5, max_instances: int = 50,
                  nms_iou: float = PostprocessConfig.nms_iou, providers: list[str] | None = None,
-                 refine_masks: bool = PostprocessConfig.refine) -> None:
+                 refine_masks: bool = PostprocessConfig.refine,
+                 nms_method: str = PostprocessConfig.nms_method) -> None:
         import onnxruntime as ort  # noqa: PLC0415
 
         p = Path(onnx_path)
@@ -71,6 +72,8 @@ class OnnxPredictor:
         self.max_instances = int(max_instances)
         self.nms_iou = float(nms_iou)
         self.refine_masks = bool(refine_masks)
+        self.nms_method = str(nms_method)
+        PostprocessConfig(nms_iou=self.nms_iou, nms_method=self.nms_method)  # validate early
         self.device = "cpu"
         self.last_timings_ms: dict[str, float] = {}
 
@@ -87,8 +90,8 @@ class OnnxPredictor:
         outs = [o[0] for o in self.session.run(list(OUTPUT_NAMES), {"image": x})]
         t2 = time.perf_counter()
         inst = postprocess(*outs, image_size=image_rgb.shape[:2], class_ids=self.class_ids,
-                           cfg=PostprocessConfig(self.score_threshold, self.max_instances, self.nms_iou,
-                                                 refine=self.refine_masks),
+                           cfg=PostprocessConfig(self.score_threshold, self.max_instances, nms_iou=self.nms_iou,
+                                                 nms_method=self.nms_method, refine=self.refine_masks),
                            image=image_rgb)
         t3 = time.perf_counter()
         self.last_timings_ms = {"preprocess": (t1 - t0) * 1e3, "network": (t2 - t1) * 1e3,

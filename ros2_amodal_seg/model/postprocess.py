@@ -2,7 +2,8 @@
 
 Per query: class score x mask quality, score threshold, mask NMS (a duplicate has
 both a high amodal and a high visible mask IoU; two distinct overlapping objects
-share amodal area but not visible area, so they survive), top-k, masks upsampled
+share amodal area but not visible area, so they survive; by default the soft, matrix
+form that decays a duplicate's score, else the greedy hard form), top-k, masks upsampled
 to the full image (bilinear, then refined along the image's edges by a colour guided
 filter when the image is given, see :mod:`.upsample`), amodal := amodal | visible
 (an object's full extent contains its visible part). Depth ranks come from the order
@@ -20,11 +21,16 @@ from ros2_amodal_seg.model.upsample import ColourGuide, guided_upsample_masks, u
 from ros2_amodal_seg.types import Instances2D
 
 
+NMS_METHODS = ("matrix", "hard")
+
+
 @dataclass(frozen=True)
 class PostprocessConfig:
     score_threshold: float = 0.5
     max_instances: int = 50
-    nms_iou: float = 0.5          # suppress when amodal AND visible mask IoU exceed this
+    nms_method: str = "matrix"    # "matrix": Gaussian score decay (SOLOv2 Matrix NMS); "hard": greedy mask NMS
+    nms_iou: float = 0.5          # hard NMS: suppress when amodal AND visible mask IoU exceed this
+    matrix_sigma: float = 2.0     # matrix NMS: decay exp(-sigma * overlap^2), compensated (SOLOv2's default)
     mask_threshold: float = 0.4          # probability: visible masks (and the scoring / NMS of both masks)
     amodal_mask_threshold: float = 0.3   # probability: the amodal masks that are returned
     refine: bool = True                  # guided-filter refinement of the full-resolution masks (needs the image)
@@ -33,6 +39,10 @@ class PostprocessConfig:
     refine_subsample: int = 4            # fit the filter on a grid this many times coarser (fast guided filter)
 
     def __post_init__(self) -> None:
+        if self.nms_method not in NMS_METHODS:
+            raise ValueError(f"nms_method must be one of {NMS_METHODS}, got {self.nms_method!r}")
+        if self.matrix_sigma <= 0:
+            raise ValueError(f"matrix_sigma must be > 0, got {self.matrix_sigma}")
         for name in ("mask_threshold", "amodal_mask_threshold"):
             if not 0.0 < getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must be in (0, 1), got {getattr(self, name)}")
@@ -79,6 +89,34 @@ def mask_nms(amodal: np.ndarray, visible: np.ndarray, scores: np.ndarray, iou_th
     return np.array(keep, np.int64)
 
 
+def matrix_nms(amodal: np.ndarray, visible: np.ndarray, scores: np.ndarray, sigma: float) -> np.ndarray:
+    """Matrix NMS (SOLOv2, Gaussian kernel), class-agnostic, on the overlap
+    ``min(amodal IoU, visible IoU)`` of a pair (a duplicate is high on both, two distinct
+    overlapping objects only on the amodal one).
+
+    Every mask j is decayed by its most overlapping higher-scored mask i, compensated by how
+    much i was itself suppressed: ``decay_j = min_i exp(-sigma * (o_ij^2 - c_i^2))`` over
+    higher-scored i, with ``c_i`` = i's largest overlap with a mask above it.
+
+    Args:
+        amodal, visible: ``[N, h, w]`` bool masks; scores: ``[N]``; sigma > 0.
+
+    Returns:
+        ``[N]`` decayed scores (never above the input scores).
+    """
+    n = len(scores)
+    if n == 0:
+        return scores.copy()
+    order = np.argsort(-scores, kind="stable")
+    a, v = amodal[order], visible[order]
+    ov = np.triu(np.minimum(iou_matrix(a, a), iou_matrix(v, v)), 1)    # [i, j]: i above j
+    comp = ov.max(0)                                                     # [N] each one's own largest overlap
+    decay = np.exp(-sigma * (ov ** 2 - comp[:, None] ** 2)).min(0)      # row 0 (c = 0) keeps it <= 1
+    out = np.empty_like(scores)
+    out[order] = scores[order] * decay.astype(scores.dtype)
+    return out
+
+
 def postprocess(class_logits: np.ndarray, amodal_logits: np.ndarray, visible_logits: np.ndarray,
                 occlusion_rates: np.ndarray, order_scores: np.ndarray, image_size: tuple[int, int],
                 class_ids: list[int], cfg: PostprocessConfig = PostprocessConfig(),
@@ -107,7 +145,12 @@ def postprocess(class_logits: np.ndarray, amodal_logits: np.ndarray, visible_log
     mask_q = (pa * ba).reshape(len(pa), -1).sum(1) / np.maximum(area, 1)
     scores = (cls_score * mask_q).astype(np.float32)
     cand = np.nonzero((scores >= cfg.score_threshold) & (area > 0))[0]
-    if len(cand):
+    if len(cand) and cfg.nms_method == "matrix":
+        scores = scores.copy()
+        scores[cand] = matrix_nms(ba[cand], bv[cand], scores[cand], cfg.matrix_sigma)
+        cand = cand[np.argsort(-scores[cand], kind="stable")]
+        cand = cand[scores[cand] >= cfg.score_threshold][: cfg.max_instances]
+    elif len(cand):
         keep = mask_nms(ba[cand], bv[cand], scores[cand], cfg.nms_iou)
         cand = cand[keep][: cfg.max_instances]
     if len(cand) == 0:

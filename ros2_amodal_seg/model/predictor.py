@@ -51,14 +51,15 @@ def preprocess(image_rgb: np.ndarray, height: int, width: int) -> np.ndarray:
 class AmodalPredictor:
     """Loads a checkpoint once; :meth:`predict` maps an RGB image to :class:`Instances2D`.
 
-    ``score_threshold``, ``max_instances``, ``nms_iou`` and ``refine_masks`` (guided-filter
+    ``score_threshold``, ``max_instances``, ``nms_method``, ``nms_iou`` and ``refine_masks`` (guided-filter
     refinement of the full-resolution masks, see :mod:`.upsample`) are plain attributes that
     can be changed between calls.
     """
 
     def __init__(self, model: AmodalSegModel, meta: dict, device: torch.device, score_threshold: float = 0.5,
                  max_instances: int = 50, nms_iou: float = PostprocessConfig.nms_iou,
-                 refine_masks: bool = PostprocessConfig.refine) -> None:
+                 refine_masks: bool = PostprocessConfig.refine,
+                 nms_method: str = PostprocessConfig.nms_method) -> None:
         self.model = model
         self.meta = meta
         self._device = device
@@ -66,6 +67,8 @@ class AmodalPredictor:
         self.max_instances = int(max_instances)
         self.nms_iou = float(nms_iou)
         self.refine_masks = bool(refine_masks)
+        self.nms_method = str(nms_method)
+        PostprocessConfig(nms_iou=self.nms_iou, nms_method=self.nms_method)  # validate early
         self.class_names: dict[int, str] = dict(meta["classes_dict"])
         self.class_ids: list[int] = sorted(self.class_names)
         self.input_size: tuple[int, int] = (model.cfg.input_height, model.cfg.input_width)
@@ -74,11 +77,12 @@ class AmodalPredictor:
     @classmethod
     def from_checkpoint(cls, path: str | Path | None = None, device: str = "auto", score_threshold: float = 0.5,
                         max_instances: int = 50, nms_iou: float = PostprocessConfig.nms_iou,
-                        refine_masks: bool = PostprocessConfig.refine) -> "AmodalPredictor":
+                        refine_masks: bool = PostprocessConfig.refine,
+                        nms_method: str = PostprocessConfig.nms_method) -> "AmodalPredictor":
         """Load ``path`` (default :data:`DEFAULT_CHECKPOINT`) on ``device`` (auto|cpu|cuda)."""
         dev = resolve_device(device)
         model, meta = load_checkpoint(DEFAULT_CHECKPOINT if path is None else path, dev)
-        return cls(model, meta, dev, score_threshold, max_instances, nms_iou, refine_masks)
+        return cls(model, meta, dev, score_threshold, max_instances, nms_iou, refine_masks, nms_method)
 
     @property
     def device(self) -> str:
@@ -109,8 +113,8 @@ class AmodalPredictor:
                                                       f.occlusion_rates, f.order_scores)]
         t3 = time.perf_counter()
         inst = postprocess(*outs, image_size=image_rgb.shape[:2], class_ids=self.class_ids,
-                           cfg=PostprocessConfig(self.score_threshold, self.max_instances, self.nms_iou,
-                                                 refine=self.refine_masks),
+                           cfg=PostprocessConfig(self.score_threshold, self.max_instances, nms_iou=self.nms_iou,
+                                                 nms_method=self.nms_method, refine=self.refine_masks),
                            image=image_rgb)
         t4 = time.perf_counter()
         self.last_timings_ms = {"preprocess": (t1 - t0) * 1e3, "backbone": (t2 - t1) * 1e3,

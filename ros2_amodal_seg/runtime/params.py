@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from ros2_amodal_seg.errors import ConfigError, GeometryError
-from ros2_amodal_seg.model.postprocess import PostprocessConfig
+from ros2_amodal_seg.model.postprocess import NMS_METHODS, PostprocessConfig
 
 ZERO16: tuple[float, ...] = (0.0,) * 16
 
@@ -52,7 +52,10 @@ PARAMS: tuple[ParamSpec, ...] = (
               runtime=False),
     ParamSpec("score_threshold", 0.5, "minimum detection score", range=(0.0, 1.0)),
     ParamSpec("max_instances", 50, "most instances per frame", range=(1, 200)),
-    ParamSpec("nms_iou", PostprocessConfig.nms_iou, "mask NMS IoU threshold", range=(0.05, 1.0)),
+    ParamSpec("nms_method", PostprocessConfig.nms_method, "mask NMS: matrix (decay a duplicate's score, SOLOv2 "
+              "Matrix NMS) or hard (greedy suppression at nms_iou)", choices=NMS_METHODS, read_only=True,
+              runtime=False),
+    ParamSpec("nms_iou", PostprocessConfig.nms_iou, "hard mask NMS IoU threshold", range=(0.05, 1.0)),
     ParamSpec("refine_masks", PostprocessConfig.refine, "refine the full-resolution masks along the image's "
               "edges (colour guided filter); false = plain bilinear upsampling", read_only=True, runtime=False),
     # --- inputs ---

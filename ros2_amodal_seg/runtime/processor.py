@@ -22,7 +22,7 @@ from typing import Callable
 import numpy as np
 
 from ros2_amodal_seg.errors import ConfigError, InvalidInputError
-from ros2_amodal_seg.model.postprocess import PostprocessConfig
+from ros2_amodal_seg.model.postprocess import NMS_METHODS, PostprocessConfig
 from ros2_amodal_seg.types import (AmodalInstanceArrayData, AmodalInstanceData, BevGridData, Instances2D,
                                    OcclusionGraphData)
 
@@ -39,7 +39,8 @@ class ProcessorConfig:
         device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
         score_threshold: minimum detection score, [0, 1].
         max_instances: most instances per frame.
-        nms_iou: mask-NMS IoU threshold, [0, 1].
+        nms_method: "matrix" (score decay) or "hard" (greedy) mask NMS.
+        nms_iou: hard mask-NMS IoU threshold, [0, 1].
         refine_masks: refine the full-resolution masks along the image's edges (guided filter).
         base_frame: frame of the 3-D outputs when fusion is skipped.
         torch_threads: CPU threads of torch (0 = torch's default).
@@ -49,6 +50,7 @@ class ProcessorConfig:
     device: str = "auto"
     score_threshold: float = 0.5
     max_instances: int = 50
+    nms_method: str = PostprocessConfig.nms_method
     nms_iou: float = PostprocessConfig.nms_iou
     refine_masks: bool = PostprocessConfig.refine
     base_frame: str = "base_link"
@@ -61,6 +63,8 @@ class ProcessorConfig:
             raise ConfigError(f"score_threshold must be in [0, 1], got {self.score_threshold}")
         if not 1 <= self.max_instances <= 1000:
             raise ConfigError(f"max_instances must be in 1..1000, got {self.max_instances}")
+        if self.nms_method not in NMS_METHODS:
+            raise ConfigError(f"nms_method must be one of {NMS_METHODS}, got {self.nms_method!r}")
         if not 0.0 < self.nms_iou <= 1.0:
             raise ConfigError(f"nms_iou must be in (0, 1], got {self.nms_iou}")
         if self.torch_threads < 0:
@@ -128,7 +132,8 @@ def _default_predictor_factory(cfg: ProcessorConfig):
         torch.set_num_threads(cfg.torch_threads)
     return AmodalPredictor.from_checkpoint(cfg.checkpoint or None, device=cfg.device,
                                            score_threshold=cfg.score_threshold, max_instances=cfg.max_instances,
-                                           nms_iou=cfg.nms_iou, refine_masks=cfg.refine_masks)
+                                           nms_iou=cfg.nms_iou, refine_masks=cfg.refine_masks,
+                                           nms_method=cfg.nms_method)
 
 
 class FrameProcessor:
