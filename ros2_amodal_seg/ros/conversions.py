@@ -6,6 +6,8 @@ and raise :class:`~ros2_amodal_seg.errors.InvalidInputError` (or its subclass
 """
 from __future__ import annotations
 
+import array
+
 import numpy as np
 from builtin_interfaces.msg import Time
 from geometry_msgs.msg import Point, Point32, Pose, Quaternion, Transform, Vector3
@@ -187,7 +189,9 @@ def bev_to_msg(b: BevGridData) -> BevGrid:
                       MultiArrayDimension(label="row", size=rows, stride=rows * cols),
                       MultiArrayDimension(label="column", size=cols, stride=cols)]
     arr.layout.data_offset = 0
-    arr.data = stack.ravel()  # [L * rows * cols] float32, layer-major then row-major
+    # [L * rows * cols] float32, layer-major then row-major; an array.array('f') is taken as is,
+    # anything else is checked and copied element by element (15 ms for a 3-layer 200x200 grid)
+    arr.data = array.array("f", stack.ravel().tobytes())
     return BevGrid(header=make_header(b.stamp_ns, b.frame_id),
                    info=_map_meta(b.resolution, rows, cols, b.origin_xy, b.stamp_ns), layers=names, data=arr)
 
@@ -214,7 +218,7 @@ def occupancy_to_msg(values: np.ndarray, resolution: float, origin_xy: np.ndarra
         raise InvalidInputError(f"occupancy values must be in -1..100, got [{v.min()}, {v.max()}]")
     return OccupancyGrid(header=make_header(stamp_ns, frame_id),
                          info=_map_meta(resolution, v.shape[0], v.shape[1], origin_xy, stamp_ns),
-                         data=v.astype(np.int8).ravel().tolist())
+                         data=array.array("b", v.astype(np.int8).ravel().tobytes()))
 
 
 # ----------------------------------------------------------------------------- images
