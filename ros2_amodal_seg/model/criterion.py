@@ -29,7 +29,7 @@ class LossConfig:
     deep_supervision: bool = True
     weight_shape: float = 0.5       # CE of the mask-crop shape head (when the model has one)
     shape_iou: float = 0.5          # unmatched queries whose amodal mask IoU with an object >= this learn its shape too
-    weight_hidden: float = 5.0      # extra amodal BCE weight where the object may be hidden (see hidden_region)
+    weight_hidden: float = 10.0     # extra amodal BCE weight where the object may be hidden (see hidden_region)
     hidden_dilation: int = 3        # mask cells: how far around its amodal mask others' visible area counts
 
 
