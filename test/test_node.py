@@ -184,17 +184,26 @@ def test_time_jump_backwards_resets_and_continues(harness, world_frame):
 def test_every_frame_is_processed_or_counted_as_dropped(harness, world_frame):
     h = harness
     base = {k: _counter(h, k) for k in ("images_received", "frames_processed", "dropped_total", "bad_image")}
-    stamp = T0 + 20_000 * MS
-    h.pub_info.publish(conv.KD_to_camera_info(world_frame.K, world_frame.D, (240, 320), stamp, "camera_optical_frame"))
-    img = conv.rgb_to_image_msg(world_frame.rgb, stamp, "camera_optical_frame")
-    for k in range(12):                                     # a burst faster than the model
-        img.header.stamp = conv.ns_to_time(stamp + k * 10 * MS)
-        h.pub_image.publish(img)
-        time.sleep(0.02)
+    img = conv.rgb_to_image_msg(world_frame.rgb, 0, "camera_optical_frame")
+    # Best-effort DDS may lose some of a burst before the node sees it: count what arrived. In two
+    # full-suite runs (2026-11-23) not one message of a burst arrived, not even the camera_info,
+    # while the node kept running; so a burst that is lost whole is published again (3 at most).
+    for burst in range(3):
+        stamp = T0 + (20_000 + 1_000 * burst) * MS
+        h.pub_info.publish(conv.KD_to_camera_info(world_frame.K, world_frame.D, (240, 320), stamp,
+                                                  "camera_optical_frame"))
+        for k in range(12):                                 # a burst faster than the model
+            img.header.stamp = conv.ns_to_time(stamp + k * 10 * MS)
+            h.pub_image.publish(img)
+            time.sleep(0.02)
+        try:
+            h.wait_for(lambda: _counter(h, "images_received") - base["images_received"] >= 6, 10.0, "a burst")
+            break
+        except AssertionError:
+            continue
 
     def settled():
         d = {k: _counter(h, k) - base[k] for k in base}
-        # (best-effort DDS may lose some of a burst before the node sees it: count what arrived)
         return d["images_received"] >= 6 and d["frames_processed"] + d["dropped_total"] == d["images_received"]
 
     h.wait_for(settled, 60.0, "every received image accounted for (processed + dropped)")
