@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ros2_amodal_seg.masks import iou_matrix
-from ros2_amodal_seg.model.upsample import ColourGuide, guided_upsample_masks, upsample_masks
+from ros2_amodal_seg.model.upsample import ColourGuide, guided_upsample_masks, logit, sigmoid, upsample_masks
 from ros2_amodal_seg.types import Instances2D
 
 
@@ -55,12 +55,11 @@ class PostprocessConfig:
         return max(1, int(round(self.refine_radius_cells * image_width / mask_width)))
 
 
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-np.clip(x, -50, 50)))
-
-
-def _logit(p: float) -> float:
-    return float(np.log(p / (1.0 - p)))
+def duplicate_overlap(amodal: np.ndarray, visible: np.ndarray) -> np.ndarray:
+    """``[N, N]`` pairwise ``min(amodal IoU, visible IoU)`` of ``[N, h, w]`` bool masks: how much
+    j duplicates i. A duplicate is high on both; two distinct overlapping objects share amodal
+    area but not visible area, so they stay low."""
+    return np.minimum(iou_matrix(amodal, amodal), iou_matrix(visible, visible))
 
 
 def mask_nms(amodal: np.ndarray, visible: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
@@ -76,9 +75,7 @@ def mask_nms(amodal: np.ndarray, visible: np.ndarray, scores: np.ndarray, iou_th
     order = np.argsort(-scores, kind="stable")
     if len(order) == 0:
         return order
-    ia = iou_matrix(amodal, amodal)
-    iv = iou_matrix(visible, visible)
-    dup = (ia > iou_threshold) & (iv > iou_threshold)
+    dup = duplicate_overlap(amodal, visible) > iou_threshold
     keep: list[int] = []
     suppressed = np.zeros(len(scores), bool)
     for i in order:
@@ -109,7 +106,7 @@ def matrix_nms(amodal: np.ndarray, visible: np.ndarray, scores: np.ndarray, sigm
         return scores.copy()
     order = np.argsort(-scores, kind="stable")
     a, v = amodal[order], visible[order]
-    ov = np.triu(np.minimum(iou_matrix(a, a), iou_matrix(v, v)), 1)    # [i, j]: i above j
+    ov = np.triu(duplicate_overlap(a, v), 1)                             # [i, j]: i above j
     comp = ov.max(0)                                                     # [N] each one's own largest overlap
     decay = np.exp(-sigma * (ov ** 2 - comp[:, None] ** 2)).min(0)      # row 0 (c = 0) keeps it <= 1
     out = np.empty_like(scores)
@@ -138,8 +135,8 @@ def postprocess(class_logits: np.ndarray, amodal_logits: np.ndarray, visible_log
     prob /= prob.sum(-1, keepdims=True)
     cls_idx = prob[:, :-1].argmax(-1)
     cls_score = prob[np.arange(len(prob)), cls_idx]
-    pa = _sigmoid(amodal_logits.astype(np.float32))
-    bv = _sigmoid(visible_logits.astype(np.float32)) > cfg.mask_threshold
+    pa = sigmoid(amodal_logits.astype(np.float32))
+    bv = sigmoid(visible_logits.astype(np.float32)) > cfg.mask_threshold
     ba = (pa > cfg.mask_threshold) | bv
     area = ba.reshape(len(ba), -1).sum(1)
     mask_q = (pa * ba).reshape(len(pa), -1).sum(1) / np.maximum(area, 1)
@@ -161,8 +158,8 @@ def postprocess(class_logits: np.ndarray, amodal_logits: np.ndarray, visible_log
         vi = guided_upsample_masks(visible_logits[cand], cfg.mask_threshold, guide)
         am = guided_upsample_masks(amodal_logits[cand], cfg.amodal_mask_threshold, guide) | vi
     else:
-        vi = upsample_masks(visible_logits[cand], _logit(cfg.mask_threshold), height, width)
-        am = upsample_masks(amodal_logits[cand], _logit(cfg.amodal_mask_threshold), height, width) | vi
+        vi = upsample_masks(visible_logits[cand], logit(cfg.mask_threshold), height, width)
+        am = upsample_masks(amodal_logits[cand], logit(cfg.amodal_mask_threshold), height, width) | vi
     nonempty = am.reshape(len(cand), -1).any(1)
     cand, am, vi = cand[nonempty], am[nonempty], vi[nonempty]
     return Instances2D(amodal_masks=am, visible_masks=vi,

@@ -21,6 +21,16 @@ import cv2
 import numpy as np
 
 
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    """Elementwise logistic function (inputs clipped to +-50 so exp cannot overflow)."""
+    return 1.0 / (1.0 + np.exp(-np.clip(x, -50, 50)))
+
+
+def logit(p: float) -> float:
+    """Inverse of :func:`sigmoid` for a probability in (0, 1)."""
+    return float(np.log(p / (1.0 - p)))
+
+
 class ColourGuide:
     """Per-image part of the colour guided filter, optionally the *fast* guided filter (He and Sun,
     2015): the linear coefficients are fitted on a ``subsample``-times smaller grid and upsampled
@@ -198,12 +208,12 @@ def guided_upsample_masks(logits: np.ndarray, threshold: float, guide: ColourGui
     s = guide.subsample
     # coarse cells are s image pixels; the coarse grid may run past the image (padding)
     y, x = _linear_taps(hc, h, s * h / height), _linear_taps(wc, w, s * w / width)
-    floor = float(np.log(support_prob / (1.0 - support_prob)))
+    floor = logit(support_prob)
     for k, win in enumerate(_windows(logits, floor, y, x, 2 * guide.radius + 1, hc, wc)):
         if win is not None:
             ya, yb, xa, xb = win
             lg = bilinear_window(logits[k], y, x, ya, yb, xa, xb)
-            p = (1.0 / (1.0 + np.exp(-np.clip(lg, -30.0, 30.0)))).astype(np.float32)
+            p = sigmoid(lg).astype(np.float32)
             q = guide.apply(guide.coefficients(p, ya, xa), ya, xa) > threshold
             ye, xe = min(yb * s, height), min(xb * s, width)
             out[k, ya * s:ye, xa * s:xe] = q[: ye - ya * s, : xe - xa * s]
