@@ -51,6 +51,8 @@ def ensure_split(root: Path, num: int, seed: int) -> Path:
 
 
 def main() -> int:
+    from ros2_amodal_seg.model.postprocess import NMS_METHODS, PostprocessConfig  # noqa: PLC0415  (no torch)
+
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--checkpoint", default=None, help="weights (.safetensors); default: the shipped model")
     ap.add_argument("--data-root", default="data/heldout", help="held-out split folder (rendered when missing)")
@@ -64,10 +66,11 @@ def main() -> int:
                          "prediction with score >= 0.05)")
     ap.add_argument("--no-refine", action="store_true",
                     help="plain bilinear mask upsampling, without the guided-filter refinement (ablation)")
+    ap.add_argument("--nms-method", choices=NMS_METHODS, default=PostprocessConfig.nms_method,
+                    help="matrix: Matrix NMS; hard: greedy mask NMS at the default IoU (ablation)")
     args = ap.parse_args()
 
     from ros2_amodal_seg.model.evaluate import evaluate_predictions, plot_pr  # noqa: PLC0415
-    from ros2_amodal_seg.model.postprocess import PostprocessConfig  # noqa: PLC0415
     from ros2_amodal_seg.model.predict import predict_to_file  # noqa: PLC0415
 
     root = Path(args.data_root)
@@ -75,7 +78,8 @@ def main() -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     preds = predict_to_file(str(both), str(out / "preds.json"), args.checkpoint, args.device, 0.05, 50,
-                            PostprocessConfig.nms_iou, refine_masks=not args.no_refine)
+                            PostprocessConfig.nms_iou, refine_masks=not args.no_refine,
+                            nms_method=args.nms_method)
     runs = {
         "both presets": (both, preds),
         "tabletop": (root / "tabletop", [p for p in preds if p["image_id"] < OFFSET]),
