@@ -17,6 +17,7 @@ from visualization_msgs.msg import MarkerArray
 
 from ros2_amodal_seg.msg import AmodalInstanceArray, BevGrid, OcclusionGraph
 from ros2_amodal_seg.ros import conversions as conv
+from ros2_amodal_seg.ros.diagnostics import diagnostics_to_dict
 
 OUT_TYPES = {"instances": AmodalInstanceArray, "occlusion_graph": OcclusionGraph, "bev_grid": BevGrid,
              "occupancy": OccupancyGrid, "markers": MarkerArray, "overlay": Image, "instance_points": PointCloud2}
@@ -103,8 +104,6 @@ class Harness:
             self.pub_cloud.publish(conv.xyzi_to_pointcloud2(frame.lidar_points, stamp_ns + cloud_dt_ns, "lidar"))
 
     def diag_values(self) -> dict[str, str]:
-        from ros2_amodal_seg.ros.diagnostics import diagnostics_to_dict
-
         with self.lock:
             msgs = list(self.got["diagnostics"])
         for m in reversed(msgs):
@@ -113,6 +112,34 @@ class Harness:
                 if name.endswith(": pipeline"):
                     return st["values"]
         return {}
+
+    def quiet_diag_values(self, keys, reports: int = 3, timeout: float = 30.0) -> dict[str, str]:
+        """Diagnostics values of a quiet node: the first report, received after this call, whose ``keys``
+        equal those of the ``reports - 1`` reports before it (all received after this call).
+
+        A report is a snapshot taken on the node's timer, so the latest one can predate work the node
+        finished since: its publisher thread counts a frame as processed only after every output
+        message is out, i.e. after a subscriber already has the instance array."""
+        with self.lock:
+            n0 = len(self.got["diagnostics"])
+        same, prev = 0, None
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < timeout:
+            with self.lock:
+                fresh = list(self.got["diagnostics"][n0:])
+            n0 += len(fresh)
+            for m in fresh:
+                vals = next((st["values"] for name, st in diagnostics_to_dict(m).items()
+                             if name.endswith(": pipeline")), None)
+                if vals is None:
+                    continue
+                cur = {k: vals.get(k, "0") for k in keys}
+                same = same + 1 if cur == prev else 1
+                if same >= reports:
+                    return vals
+                prev = cur
+            time.sleep(0.05)
+        raise AssertionError(f"timeout after {timeout} s: diagnostics counters {list(keys)} never steady")
 
     def close(self) -> None:
         self._running = False
