@@ -13,7 +13,8 @@ import torch
 from ros2_amodal_seg import masks as M
 from ros2_amodal_seg.errors import CheckpointError
 from ros2_amodal_seg.model.checkpoint import save_checkpoint
-from ros2_amodal_seg.model.export import OnnxPredictor, export_onnx
+from ros2_amodal_seg.model.completion import CompletionConfig
+from ros2_amodal_seg.model.export import OnnxPredictor, completion_onnx_path, export_onnx
 from ros2_amodal_seg.model.model import AmodalSegModel
 from ros2_amodal_seg.model.predictor import DEFAULT_CHECKPOINT, AmodalPredictor
 from test_model_helpers import scene, tiny_config
@@ -24,11 +25,16 @@ CLASSES = {1: "box", 2: "cylinder", 3: "sphere", 4: "cone", 5: "torus"}
 
 def test_onnx_matches_torch(tmp_path):
     torch.manual_seed(0)
-    cfg = tiny_config()
-    ckpt = save_checkpoint(tmp_path / "m.safetensors", AmodalSegModel(cfg), cfg, CLASSES)
+    cfg = tiny_config(completion=CompletionConfig(enabled=True, crop_size=16, channels=(4, 8, 8)))
+    model = AmodalSegModel(cfg)
+    torch.nn.init.normal_(model.completion.head.weight, std=1.0)    # an untrained one would copy its input
+    ckpt = save_checkpoint(tmp_path / "m.safetensors", model, cfg, CLASSES)
     onnx_path = export_onnx(ckpt, tmp_path / "m.onnx")
+    assert completion_onnx_path(onnx_path).is_file()
     tp = AmodalPredictor.from_checkpoint(ckpt, device="cpu", score_threshold=0.0)
     op = OnnxPredictor(onnx_path, score_threshold=0.0)
+    planes = np.random.default_rng(0).random((3, cfg.completion.in_channels(5), 16, 16)).astype(np.float32)
+    np.testing.assert_allclose(op.completer.run(planes), tp.completer.run(planes), rtol=1e-3, atol=1e-4)
     assert op.class_names == CLASSES
     img = np.ascontiguousarray(np.kron(scene(5)[0], np.ones((3, 3, 1), np.uint8)))  # 144 x 192
     raw = op.raw(img)
@@ -48,6 +54,9 @@ def test_onnx_matches_torch(tmp_path):
     np.testing.assert_allclose(it.scores, io.scores, atol=1e-4)
     with pytest.raises(CheckpointError):
         OnnxPredictor(tmp_path / "missing.onnx")
+    completion_onnx_path(onnx_path).unlink()
+    with pytest.raises(CheckpointError, match="completion"):
+        OnnxPredictor(onnx_path)
 
 
 @pytest.mark.skipif(not COCOA.is_dir(), reason="COCOA sample not present")

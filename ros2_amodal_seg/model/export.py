@@ -11,7 +11,8 @@ import torch
 
 from ros2_amodal_seg.errors import CheckpointError
 from ros2_amodal_seg.model.checkpoint import load_checkpoint
-from ros2_amodal_seg.model.model import ExportWrapper
+from ros2_amodal_seg.model.completion import HiddenCompleter
+from ros2_amodal_seg.model.model import ExportWrapper, ModelConfig
 from ros2_amodal_seg.model.postprocess import PostprocessConfig, postprocess
 from ros2_amodal_seg.model.predictor import DEFAULT_CHECKPOINT, check_image, preprocess
 from ros2_amodal_seg.types import Instances2D
@@ -35,6 +36,12 @@ def export_onnx(checkpoint: str | Path | None, onnx_path: str | Path, opset: int
         warnings.simplefilter("ignore")  # legacy-exporter deprecation and tracer notes (input size is fixed)
         torch.onnx.export(ExportWrapper(model).eval(), (dummy,), str(onnx_path), dynamo=False, opset_version=opset,
                           input_names=["image"], output_names=list(OUTPUT_NAMES))
+        if model.completion is not None:
+            s = cfg.completion.crop_size
+            planes = torch.rand(2, cfg.completion.in_channels(cfg.num_classes), s, s)
+            torch.onnx.export(model.completion.eval(), (planes,), str(completion_onnx_path(onnx_path)),
+                              dynamo=False, opset_version=opset, input_names=["planes"], output_names=["logits"],
+                              dynamic_axes={"planes": {0: "n"}, "logits": {0: "n"}})
     m = onnx.load(str(onnx_path))
     meta = {k: v for k, v in meta.items() if k != "classes_dict"}
     entry = m.metadata_props.add()
@@ -43,13 +50,19 @@ def export_onnx(checkpoint: str | Path | None, onnx_path: str | Path, opset: int
     return onnx_path
 
 
+def completion_onnx_path(onnx_path: str | Path) -> Path:
+    """``model.onnx`` -> ``model.completion.onnx``: the hidden-part completion network, exported
+    beside the model when the checkpoint has one (it runs on crops in post-processing)."""
+    return Path(onnx_path).with_suffix(".completion.onnx")
+
+
 class OnnxPredictor:
     """Same interface as :class:`AmodalPredictor` (``predict``, thresholds, timings) on ONNX Runtime."""
 
     def __init__(self, onnx_path: str | Path, score_threshold: float = 0.5, max_instances: int = 50,
                  nms_iou: float = PostprocessConfig.nms_iou, providers: list[str] | None = None,
                  refine_masks: bool = PostprocessConfig.refine,
-                 nms_method: str = PostprocessConfig.nms_method) -> None:
+                 nms_method: str = PostprocessConfig.nms_method, complete_hidden: bool = True) -> None:
         import onnxruntime as ort  # noqa: PLC0415
 
         p = Path(onnx_path)
@@ -76,6 +89,20 @@ class OnnxPredictor:
         PostprocessConfig(nms_iou=self.nms_iou, nms_method=self.nms_method)  # validate early
         self.device = "cpu"
         self.last_timings_ms: dict[str, float] = {}
+        self.complete_hidden = bool(complete_hidden)
+        self.completer = None
+        ccfg = ModelConfig.from_dict(self.meta["model_config"]).completion
+        if ccfg.enabled:
+            cp = completion_onnx_path(p)
+            try:
+                comp = ort.InferenceSession(str(cp), so, providers=providers or ["CPUExecutionProvider"])
+            except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
+                raise CheckpointError(f"{p} needs its completion network {cp}: {exc}") from exc
+
+            def run(planes: np.ndarray) -> np.ndarray:
+                return comp.run(["logits"], {"planes": planes.astype(np.float32)})[0]
+
+            self.completer = HiddenCompleter(ccfg, len(self.class_ids), run)
 
     def raw(self, image_rgb: np.ndarray) -> list[np.ndarray]:
         """Network outputs for one image (batch dimension removed)."""
@@ -92,7 +119,7 @@ class OnnxPredictor:
         inst = postprocess(*outs, image_size=image_rgb.shape[:2], class_ids=self.class_ids,
                            cfg=PostprocessConfig(self.score_threshold, self.max_instances, nms_iou=self.nms_iou,
                                                  nms_method=self.nms_method, refine=self.refine_masks),
-                           image=image_rgb)
+                           image=image_rgb, completer=self.completer if self.complete_hidden else None)
         t3 = time.perf_counter()
         self.last_timings_ms = {"preprocess": (t1 - t0) * 1e3, "network": (t2 - t1) * 1e3,
                                 "postprocess": (t3 - t2) * 1e3}

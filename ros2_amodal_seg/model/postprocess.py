@@ -117,7 +117,7 @@ def matrix_nms(amodal: np.ndarray, visible: np.ndarray, scores: np.ndarray, sigm
 def postprocess(class_logits: np.ndarray, amodal_logits: np.ndarray, visible_logits: np.ndarray,
                 occlusion_rates: np.ndarray, order_scores: np.ndarray, image_size: tuple[int, int],
                 class_ids: list[int], cfg: PostprocessConfig = PostprocessConfig(),
-                image: np.ndarray | None = None) -> Instances2D:
+                image: np.ndarray | None = None, completer=None) -> Instances2D:
     """One image's raw outputs -> :class:`Instances2D` at ``image_size`` ``(H, W)``.
 
     Args:
@@ -126,6 +126,8 @@ def postprocess(class_logits: np.ndarray, amodal_logits: np.ndarray, visible_log
         class_ids: dataset category id of each of the K classes.
         image: ``[H, W, 3]`` uint8 RGB, the image itself: the guide of the mask refinement
             (``cfg.refine``). Without it the masks are plain bilinear upsamplings.
+        completer: a :class:`~ros2_amodal_seg.model.completion.HiddenCompleter` (or None): decides
+            each kept instance's amodal mask inside the other instances' visible masks.
     """
     height, width = image_size
     if image is not None and image.shape[:2] != (height, width):
@@ -160,6 +162,8 @@ def postprocess(class_logits: np.ndarray, amodal_logits: np.ndarray, visible_log
     else:
         vi = upsample_masks(visible_logits[cand], logit(cfg.mask_threshold), height, width)
         am = upsample_masks(amodal_logits[cand], logit(cfg.amodal_mask_threshold), height, width) | vi
+    if completer is not None:
+        am = completer(am, vi, amodal_logits[cand], visible_logits[cand], cls_idx[cand])
     nonempty = am.reshape(len(cand), -1).any(1)
     cand, am, vi = cand[nonempty], am[nonempty], vi[nonempty]
     return Instances2D(amodal_masks=am, visible_masks=vi,

@@ -10,6 +10,7 @@ import torch
 
 from ros2_amodal_seg.errors import CheckpointError, InvalidInputError
 from ros2_amodal_seg.model.checkpoint import load_checkpoint
+from ros2_amodal_seg.model.completion import HiddenCompleter, torch_runner
 from ros2_amodal_seg.model.model import AmodalSegModel
 from ros2_amodal_seg.model.postprocess import PostprocessConfig, postprocess
 from ros2_amodal_seg.types import Instances2D
@@ -51,15 +52,16 @@ def preprocess(image_rgb: np.ndarray, height: int, width: int) -> np.ndarray:
 class AmodalPredictor:
     """Loads a checkpoint once; :meth:`predict` maps an RGB image to :class:`Instances2D`.
 
-    ``score_threshold``, ``max_instances``, ``nms_method``, ``nms_iou`` and ``refine_masks`` (guided-filter
-    refinement of the full-resolution masks, see :mod:`.upsample`) are plain attributes that
-    can be changed between calls.
+    ``score_threshold``, ``max_instances``, ``nms_method``, ``nms_iou``, ``refine_masks`` (guided-filter
+    refinement of the full-resolution masks, see :mod:`.upsample`) and ``complete_hidden`` (the
+    hidden-part completion network, see :mod:`.completion`; used only when the checkpoint has
+    one) are plain attributes that can be changed between calls.
     """
 
     def __init__(self, model: AmodalSegModel, meta: dict, device: torch.device, score_threshold: float = 0.5,
                  max_instances: int = 50, nms_iou: float = PostprocessConfig.nms_iou,
                  refine_masks: bool = PostprocessConfig.refine,
-                 nms_method: str = PostprocessConfig.nms_method) -> None:
+                 nms_method: str = PostprocessConfig.nms_method, complete_hidden: bool = True) -> None:
         self.model = model
         self.meta = meta
         self._device = device
@@ -73,16 +75,21 @@ class AmodalPredictor:
         self.class_ids: list[int] = sorted(self.class_names)
         self.input_size: tuple[int, int] = (model.cfg.input_height, model.cfg.input_width)
         self.last_timings_ms: dict[str, float] = {}
+        self.complete_hidden = bool(complete_hidden)
+        self.completer = None if model.completion is None else HiddenCompleter(
+            model.cfg.completion, model.cfg.num_classes, torch_runner(model.completion, device))
 
     @classmethod
     def from_checkpoint(cls, path: str | Path | None = None, device: str = "auto", score_threshold: float = 0.5,
                         max_instances: int = 50, nms_iou: float = PostprocessConfig.nms_iou,
                         refine_masks: bool = PostprocessConfig.refine,
-                        nms_method: str = PostprocessConfig.nms_method) -> "AmodalPredictor":
+                        nms_method: str = PostprocessConfig.nms_method,
+                        complete_hidden: bool = True) -> "AmodalPredictor":
         """Load ``path`` (default :data:`DEFAULT_CHECKPOINT`) on ``device`` (auto|cpu|cuda)."""
         dev = resolve_device(device)
         model, meta = load_checkpoint(DEFAULT_CHECKPOINT if path is None else path, dev)
-        return cls(model, meta, dev, score_threshold, max_instances, nms_iou, refine_masks, nms_method)
+        return cls(model, meta, dev, score_threshold, max_instances, nms_iou, refine_masks, nms_method,
+                   complete_hidden)
 
     @property
     def device(self) -> str:
@@ -115,7 +122,7 @@ class AmodalPredictor:
         inst = postprocess(*outs, image_size=image_rgb.shape[:2], class_ids=self.class_ids,
                            cfg=PostprocessConfig(self.score_threshold, self.max_instances, nms_iou=self.nms_iou,
                                                  nms_method=self.nms_method, refine=self.refine_masks),
-                           image=image_rgb)
+                           image=image_rgb, completer=self.completer if self.complete_hidden else None)
         t4 = time.perf_counter()
         self.last_timings_ms = {"preprocess": (t1 - t0) * 1e3, "backbone": (t2 - t1) * 1e3,
                                 "decoder": (t3 - t2) * 1e3, "postprocess": (t4 - t3) * 1e3}

@@ -1,0 +1,203 @@
+"""Hidden-part completion (model/completion.py, completion_train.py): crop geometry by hand,
+the paste touches only the occluder region, the network learns a hidden extent, and the
+checkpoint / predictor plumbing."""
+from __future__ import annotations
+
+import dataclasses
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from ros2_amodal_seg.errors import CheckpointError, ConfigError
+from ros2_amodal_seg.model.checkpoint import load_checkpoint, save_checkpoint
+from ros2_amodal_seg.model.completion import (OCCLUDERS, PLANES, CompletionConfig, CompletionInputs,
+                                              CompletionNet, HiddenCompleter, _resize_part, completion_inputs,
+                                              crop_boxes, crop_logits, crop_plane, occluder_regions,
+                                              paste_completion)
+from ros2_amodal_seg.model.completion_train import (CompletionTrainConfig, CropSet, evaluate_crops,
+                                                    train_completion_net)
+from ros2_amodal_seg.model.model import AmodalSegModel
+from ros2_amodal_seg.model.postprocess import PostprocessConfig, postprocess
+from ros2_amodal_seg.model.predictor import AmodalPredictor
+from test_model_helpers import rect, scene, tiny_config
+
+CLASSES = {1: "box", 2: "cylinder", 3: "sphere", 4: "cone", 5: "torus"}
+
+
+def test_crop_boxes_by_hand():
+    cfg = CompletionConfig(context=0.4, min_side_px=16)
+    m = np.zeros((2, 40, 50), bool)
+    m[0, 5:15, 10:30] = True            # 20 wide, 10 high: side ceil(20 * 1.8) = 36, centred on (20, 10)
+    m[1, 0:2, 48:50] = True             # 2 x 2 in the corner: side min 16, centred on (49, 1)
+    np.testing.assert_array_equal(crop_boxes(m, cfg), [[2, -8, 36], [41, -7, 16]])
+
+
+def test_crop_plane_and_logits_by_hand():
+    plane = np.zeros((8, 8), np.float32)
+    plane[:4, :4] = 1.0
+    # the square (x0, y0, side) = (-4, -4, 8) holds the image's top-left 4 x 4 block in its
+    # bottom-right quarter; halved by area averaging to 4 x 4
+    np.testing.assert_array_equal(crop_plane(plane, (-4, -4, 8), 4), np.pad(np.ones((2, 2)), ((2, 0), (2, 0))))
+    # a ramp over the mask grid: grid column c holds c. The image is 4x the grid; a crop spanning
+    # the whole image at the grid's size puts crop pixel u on grid column u.
+    h, w = 6, 10
+    logits = np.tile(np.arange(w, dtype=np.float32), (h, 1))
+    out = crop_logits(logits, (0, -8, 40), (24, 40), 10)          # square 40 px: the image and 8 px above/below
+    np.testing.assert_allclose(out[5], np.arange(10), atol=1e-5)
+    # half a crop pixel is 2 image pixels = half a grid cell
+    out = crop_logits(logits, (2, 0, 40), (24, 40), 10)
+    np.testing.assert_allclose(out[0, :9], np.arange(9) + 0.5, atol=1e-5)
+
+
+def test_occluder_regions_and_paste_touch_only_other_instances_visible_pixels():
+    H, W = 40, 40
+    am = np.stack([rect(H, W, 10, 20, 5, 15), rect(H, W, 12, 30, 12, 30)])
+    vi = np.stack([rect(H, W, 10, 20, 5, 15), rect(H, W, 12, 30, 12, 30) & ~rect(H, W, 10, 20, 5, 15)])
+    occ = occluder_regions(vi)
+    np.testing.assert_array_equal(occ[0], vi[1])
+    np.testing.assert_array_equal(occ[1], vi[0])
+    cfg = CompletionConfig(crop_size=16, context=0.5)
+    inp = completion_inputs(am, vi, np.zeros((2, 10, 10), np.float32), np.zeros((2, 10, 10), np.float32),
+                            np.array([0, 3]), 5, cfg)
+    assert inp.planes.shape == (2, len(PLANES) + 5, 16, 16)
+    for i in range(2):     # the fast crops (one uint8 area resize, analytic in-image share) equal crop_plane
+        for k, plane in enumerate((am[i], vi[i], occ[i], np.ones((H, W)))):
+            np.testing.assert_allclose(inp.planes[i, PLANES.index(("amodal", "visible", "occluders", "inside")[k])],
+                                       crop_plane(plane, inp.boxes[i], 16), atol=1.01 / 255)
+    assert inp.planes[1, len(PLANES) + 3].min() == 1.0 and inp.planes[1, len(PLANES):].sum() == 16 * 16
+    # "everything is object" grows each mask into the other's visible pixels within its crop, nowhere else
+    out = paste_completion(am, vi, inp, np.full((2, 16, 16), 10.0, np.float32), 0.5)
+    for i in range(2):
+        x0, y0, side = inp.boxes[i]
+        crop = np.zeros((H, W), bool)
+        crop[max(y0, 0):y0 + side, max(x0, 0):x0 + side] = True
+        np.testing.assert_array_equal(out[i], am[i] | (occ[i] & crop))
+    # "nothing is object" removes the hidden part but never the visible mask
+    out = paste_completion(am, vi, inp, np.full((2, 16, 16), -10.0, np.float32), 0.5)
+    np.testing.assert_array_equal(out[1], am[1] & ~occ[1] | vi[1])
+    assert (out[1] & vi[0]).sum() == 0 and (am[1] & vi[0]).sum() > 0
+
+
+def test_partial_resize_equals_the_slice_of_the_full_resize():
+    small = np.random.default_rng(1).random((16, 16)).astype(np.float32)
+    for side in (9, 16, 37, 100):
+        full = cv2.resize(small, (side, side), interpolation=cv2.INTER_LINEAR)
+        for r0, r1, c0, c1 in ((0, side, 0, side), (2, side - 1, 1, 5), (side - 3, side, 0, 2)):
+            np.testing.assert_allclose(_resize_part(small, side, r0, r1, c0, c1), full[r0:r1, c0:c1], atol=1e-5)
+
+
+def test_untrained_network_returns_the_models_own_amodal_logit():
+    cfg = CompletionConfig(enabled=True, crop_size=16, channels=(4, 8, 8))
+    net = CompletionNet(cfg, 5)
+    x = torch.rand(3, cfg.in_channels(5), 16, 16)
+    p = x[:, PLANES.index("amodal_prob")].clamp(1e-3, 1 - 1e-3)
+    torch.testing.assert_close(net(x), torch.log(p / (1 - p)))
+    with pytest.raises(ConfigError):
+        CompletionConfig(crop_size=20)
+
+
+def _hidden_square_crops(n: int, rng: np.random.Generator, size: int = 16) -> CropSet:
+    """Squares whose right part lies under an occluder: the visible/amodal planes show only the
+    left part, the target is the whole square (the network must learn to extend it)."""
+    planes = np.zeros((n, len(PLANES), size, size), np.uint8)
+    targets = np.zeros((n, size, size), np.uint8)
+    for k in range(n):
+        a, b = int(rng.integers(2, 5)), int(rng.integers(11, 14))
+        cut = int(rng.integers(a + 3, b - 2))
+        sq = rect(size, size, a, b, a, b)
+        occ = rect(size, size, 0, size, cut, size)
+        vis = sq & ~occ
+        planes[k, 0] = planes[k, 1] = vis * 255
+        planes[k, OCCLUDERS] = occ * 255
+        planes[k, PLANES.index("amodal_prob")] = np.where(vis, 200, 30)
+        planes[k, PLANES.index("visible_prob")] = np.where(vis, 200, 30)
+        planes[k, PLANES.index("inside")] = 255
+        targets[k] = sq * 255
+    return CropSet(planes, np.zeros(n, np.int64), targets)
+
+
+def test_completion_network_learns_a_hidden_extent():
+    rng = np.random.default_rng(0)
+    train, val = _hidden_square_crops(256, rng), _hidden_square_crops(64, rng)
+    cfg = CompletionConfig(enabled=True, crop_size=16, channels=(8, 16, 16))
+    torch.set_num_threads(2)
+    net, hist = train_completion_net(train, val, cfg, 5, CompletionTrainConfig(steps=150, batch_size=32, lr=5e-3),
+                                     progress=False)
+    net_iou, input_iou = evaluate_crops(net, val, 5, cfg.threshold)
+    assert input_iou == 0.0                     # the input masks stop at the occluder
+    assert net_iou > 0.6, (net_iou, hist["val_hidden_iou"])
+    assert np.mean(hist["loss"][-20:]) < 0.5 * np.mean(hist["loss"][:20])
+
+
+def test_checkpoint_with_completion_round_trips_and_runs_in_the_predictor(tmp_path):
+    torch.manual_seed(0)
+    cfg = tiny_config(completion=CompletionConfig(enabled=True, crop_size=16, channels=(4, 8, 8)))
+    model = AmodalSegModel(cfg)
+    torch.nn.init.normal_(model.completion.head.weight, std=2.0)   # make the (untrained) net change masks
+    ckpt = save_checkpoint(tmp_path / "m.safetensors", model, cfg, CLASSES)
+    loaded, _ = load_checkpoint(ckpt)
+    assert loaded.cfg.completion == cfg.completion and loaded.completion is not None
+    for a, b in zip(loaded.completion.state_dict().values(), model.completion.state_dict().values()):
+        torch.testing.assert_close(a, b)
+    plain_cfg = dataclasses.replace(cfg, completion=CompletionConfig())
+    with pytest.raises(CheckpointError):
+        load_checkpoint(ckpt, expected_config=plain_cfg)
+    pred = AmodalPredictor.from_checkpoint(ckpt, "cpu", score_threshold=0.0)
+    assert isinstance(pred.completer, HiddenCompleter)
+    calls = []
+    run = pred.completer.run
+    pred.completer.run = lambda planes: calls.append(planes.shape) or run(planes)
+    img = np.ascontiguousarray(np.kron(scene(5)[0], np.ones((3, 3, 1), np.uint8)))
+    with_c = pred.predict(img)
+    pred.complete_hidden = False
+    without = pred.predict(img)
+    assert len(with_c) == len(without) > 1 and calls
+    np.testing.assert_array_equal(with_c.visible_masks, without.visible_masks)
+    assert (with_c.amodal_masks >= with_c.visible_masks).all()
+    occ = occluder_regions(without.visible_masks)
+    changed = with_c.amodal_masks != without.amodal_masks
+    assert not (changed & ~occ).any()                       # only inside the other instances' visible masks
+
+
+def test_postprocess_hands_the_kept_instances_to_the_completer():
+    """Two objects on the 16 x 16 mask grid: A (left) is partly behind B. A completer that says
+    "all object" extends A exactly over B's visible pixels inside A's crop; B is not occluded."""
+    g = np.full((2, 16, 16), -8.0, np.float32)
+    amodal, visible = g.copy(), g.copy()
+    amodal[0, 4:12, 2:10] = visible[0, 4:12, 2:7] = 8.0     # A: seen up to column 7
+    amodal[1, 2:14, 7:13] = visible[1, 2:14, 7:13] = 8.0    # B: in front, columns 7..12
+    cls = np.array([[8.0, 0, 0, 0, 0, -8], [0, 8.0, 0, 0, 0, -8]], np.float32)
+    args = (cls, amodal, visible, np.array([0.3, 0.0], np.float32), np.array([1.0, 0.0], np.float32), (64, 64),
+            [1, 2, 3, 4, 5], PostprocessConfig(score_threshold=0.1, refine=False))
+    plain = postprocess(*args)
+    seen = []
+    comp = HiddenCompleter(CompletionConfig(crop_size=16, context=0.5), 5,
+                           lambda p: seen.append(p) or np.full((len(p), 16, 16), 10.0, np.float32))
+    done = postprocess(*args, completer=comp)
+    assert len(seen) == 1 and len(seen[0]) == 2             # both crops contain the other's visible pixels
+    onehot = seen[0][:, len(PLANES):].max((2, 3))          # [2, 5] class planes
+    assert onehot.sum() == 2 and sorted(onehot.argmax(1)) == [0, 1]
+    a_plain, a_done = plain.amodal_masks[plain.class_ids == 1][0], done.amodal_masks[done.class_ids == 1][0]
+    b_vis = plain.visible_masks[plain.class_ids == 2][0]
+    np.testing.assert_array_equal(a_done, a_plain | b_vis & _crop_window(a_plain, comp.cfg))
+    np.testing.assert_array_equal(done.visible_masks, plain.visible_masks)
+
+
+def _crop_window(mask: np.ndarray, cfg: CompletionConfig) -> np.ndarray:
+    x0, y0, side = crop_boxes(mask[None], cfg)[0]
+    win = np.zeros_like(mask)
+    win[max(y0, 0):y0 + side, max(x0, 0):x0 + side] = True
+    return win
+
+
+def test_completer_skips_crops_without_occluders():
+    H, W = 30, 30
+    am = np.stack([rect(H, W, 2, 8, 2, 8), rect(H, W, 20, 28, 20, 28)])
+    calls = []
+    comp = HiddenCompleter(CompletionConfig(crop_size=16), 5, lambda p: calls.append(p) or np.zeros((len(p), 16, 16)))
+    out = comp(am, am.copy(), np.zeros((2, 5, 5), np.float32), np.zeros((2, 5, 5), np.float32), np.array([0, 1]))
+    assert out is am and not calls
+    assert isinstance(completion_inputs(am, am, np.zeros((2, 5, 5)), np.zeros((2, 5, 5)), np.array([0, 1]), 5,
+                                        CompletionConfig(crop_size=16)), CompletionInputs)
