@@ -64,6 +64,8 @@ def main() -> int:
     ap.add_argument("--score-thresholds", type=float, nargs="+", default=[0.5, 0.2],
                     help="score thresholds for occlusion MAE, order accuracy and PQ (AP always uses every "
                          "prediction with score >= 0.05)")
+    ap.add_argument("--no-completion", action="store_true",
+                    help="skip the hidden-part completion network (the model's own amodal masks)")
     ap.add_argument("--no-refine", action="store_true",
                     help="plain bilinear mask upsampling, without the guided-filter refinement (ablation)")
     ap.add_argument("--nms-method", choices=NMS_METHODS, default=PostprocessConfig.nms_method,
@@ -79,6 +81,7 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     preds = predict_to_file(str(both), str(out / "preds.json"), args.checkpoint, args.device, 0.05, 50,
                             PostprocessConfig.nms_iou, refine_masks=not args.no_refine,
+                            complete_hidden=not args.no_completion,
                             nms_method=args.nms_method)
     runs = {
         "both presets": (both, preds),

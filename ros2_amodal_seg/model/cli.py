@@ -38,12 +38,34 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_completion(args: argparse.Namespace) -> int:
+    import dataclasses  # noqa: PLC0415
+    import json  # noqa: PLC0415
+
+    from ros2_amodal_seg.model.completion_train import CompletionTrainConfig, run  # noqa: PLC0415
+    from ros2_amodal_seg.model.model import ModelConfig  # noqa: PLC0415
+    from ros2_amodal_seg.model.train import load_yaml_config  # noqa: PLC0415
+
+    ccfg = load_yaml_config(ModelConfig, args.model_config).completion
+    tcfg = load_yaml_config(CompletionTrainConfig, args.train_config, "completion")
+    over = {k: v for k, v in {"steps": args.steps, "batch_size": args.batch_size}.items() if v is not None}
+    tcfg = dataclasses.replace(tcfg, **over)
+    if args.threads:
+        import torch  # noqa: PLC0415
+
+        torch.set_num_threads(args.threads)
+    summary = run(args.checkpoint, args.data, args.val_data or [], args.out, ccfg, tcfg, args.device,
+                  progress=not args.no_progress, crop_cache=args.crop_cache)
+    print(json.dumps(summary, indent=1))
+    return 0
+
+
 def _predict(args: argparse.Namespace) -> int:
     from ros2_amodal_seg.model.predict import predict_to_file  # noqa: PLC0415
 
     preds = predict_to_file(args.dataset, args.out, args.checkpoint, args.device, args.score_threshold,
                             args.max_instances, args.nms_iou, onnx=args.onnx, refine_masks=not args.no_refine,
-                            nms_method=args.nms_method)
+                            nms_method=args.nms_method, complete_hidden=not args.no_completion)
     print(f"wrote {len(preds)} predictions to {args.out}")
     return 0
 
@@ -108,6 +130,28 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--train-config", default=_default_cfg("train.yaml"), help="training/loss YAML")
     p.set_defaults(func=_train)
 
+    p = sub.add_parser("train-completion", formatter_class=f,
+                       help="train the hidden-part completion network on a trained model's predictions",
+                       description="Run the model (default: the shipped one) over the datasets, crop every "
+                                   "instance matched to a ground-truth object, train the completion network "
+                                   "(model/completion.py) to give its amodal extent inside the other instances' "
+                                   "visible masks, and write OUT: the model plus that network. The model's own "
+                                   "weights are unchanged. Also writes OUT with suffix .completion.png (curves).")
+    p.add_argument("--data", action="append", required=True, metavar="DIR", help="training dataset (repeatable)")
+    p.add_argument("--val-data", action="append", metavar="DIR", help="validation dataset (repeatable)")
+    p.add_argument("--out", required=True, metavar="OUT.safetensors", help="checkpoint to write")
+    p.add_argument("--checkpoint", default=None, help="the trained model; default: the shipped model")
+    p.add_argument("--steps", type=int, help="optimiser steps")
+    p.add_argument("--batch-size", type=int, help="crops per step")
+    p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--crop-cache", metavar="BASE", help="save the crops as BASE.train.npz / BASE.val.npz, or reuse "
+                                                        "them if they exist (same checkpoint, data and crop settings)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--model-config", default=_default_cfg("model.yaml"), help="model YAML (its completion section)")
+    p.add_argument("--train-config", default=_default_cfg("train.yaml"), help="training YAML (its completion section)")
+    p.set_defaults(func=_train_completion)
+
     p = sub.add_parser("predict", help="predict a dataset to a formats.md JSON", formatter_class=f)
     p.add_argument("dataset", help="dataset JSON / directory")
     p.add_argument("--out", required=True, help="prediction JSON to write")
@@ -122,6 +166,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="hard mask NMS: suppress when both amodal and visible IoU exceed this")
     p.add_argument("--no-refine", action="store_true",
                    help="plain bilinear mask upsampling, without the guided-filter refinement along image edges")
+    p.add_argument("--no-completion", action="store_true",
+                   help="skip the hidden-part completion network (amodal masks behind occluders as the model "
+                        "gives them)")
     p.set_defaults(func=_predict)
 
     p = sub.add_parser("evaluate", help="metrics of a prediction JSON against a dataset", formatter_class=f)

@@ -58,6 +58,9 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("nms_iou", PostprocessConfig.nms_iou, "hard mask NMS IoU threshold", range=(0.05, 1.0)),
     ParamSpec("refine_masks", PostprocessConfig.refine, "refine the full-resolution masks along the image's "
               "edges (colour guided filter); false = plain bilinear upsampling", read_only=True, runtime=False),
+    ParamSpec("complete_hidden", True, "decide each object's extent behind the other objects with the "
+              "checkpoint's hidden-part completion network (if it has one); false = the model's own amodal "
+              "masks", read_only=True, runtime=False),
     # --- inputs ---
     ParamSpec("use_compressed", False, "subscribe to sensor_msgs/CompressedImage on /camera/image_raw/compressed "
               "instead of sensor_msgs/Image on /camera/image_raw", read_only=True, runtime=False),

@@ -42,6 +42,7 @@ class ProcessorConfig:
         nms_method: "matrix" (score decay) or "hard" (greedy) mask NMS.
         nms_iou: hard mask-NMS IoU threshold, [0, 1].
         refine_masks: refine the full-resolution masks along the image's edges (guided filter).
+        complete_hidden: run the checkpoint's hidden-part completion network (if it has one).
         base_frame: frame of the 3-D outputs when fusion is skipped.
         torch_threads: CPU threads of torch (0 = torch's default).
     """
@@ -53,6 +54,7 @@ class ProcessorConfig:
     nms_method: str = PostprocessConfig.nms_method
     nms_iou: float = PostprocessConfig.nms_iou
     refine_masks: bool = PostprocessConfig.refine
+    complete_hidden: bool = True
     base_frame: str = "base_link"
     torch_threads: int = 0
 
@@ -133,7 +135,7 @@ def _default_predictor_factory(cfg: ProcessorConfig):
     return AmodalPredictor.from_checkpoint(cfg.checkpoint or None, device=cfg.device,
                                            score_threshold=cfg.score_threshold, max_instances=cfg.max_instances,
                                            nms_iou=cfg.nms_iou, refine_masks=cfg.refine_masks,
-                                           nms_method=cfg.nms_method)
+                                           nms_method=cfg.nms_method, complete_hidden=cfg.complete_hidden)
 
 
 class FrameProcessor:
