@@ -201,3 +201,31 @@ def test_completer_skips_crops_without_occluders():
     assert out is am and not calls
     assert isinstance(completion_inputs(am, am, np.zeros((2, 5, 5)), np.zeros((2, 5, 5)), np.array([0, 1]), 5,
                                         CompletionConfig(crop_size=16)), CompletionInputs)
+
+
+def test_train_completion_run_writes_a_checkpoint_the_predictor_uses(tmp_path):
+    """The whole command on a tiny model and dataset: crops are collected and matched, the
+    network is trained, and the written checkpoint is the model plus an enabled completion."""
+    from ros2_amodal_seg.model.completion_train import run
+    from test_model_helpers import write_dataset
+
+    torch.manual_seed(0)
+    cfg = tiny_config()
+    model = AmodalSegModel(cfg)
+    src = save_checkpoint(tmp_path / "src.safetensors", model, cfg, CLASSES)
+    data = write_dataset(tmp_path / "ds", n_images=3, h=96, w=128)
+    ccfg = CompletionConfig(crop_size=16, channels=(4, 8, 8))
+    summary = run(src, [str(data)], [str(data)], tmp_path / "out.safetensors", ccfg,
+                  CompletionTrainConfig(steps=3, batch_size=4, score_threshold=0.0, min_match_iou=0.01),
+                  device="cpu", progress=False, crop_cache=tmp_path / "crops")
+    assert summary["train_crops"] > 0 and summary["val_crops"] == summary["train_crops"]
+    assert (tmp_path / "crops.train.npz").is_file() and (tmp_path / "out.completion.png").is_file()
+    loaded, meta = load_checkpoint(tmp_path / "out.safetensors")
+    assert loaded.cfg.completion == dataclasses.replace(ccfg, enabled=True)
+    assert meta["completion_training"]["train_crops"] == summary["train_crops"]
+    for k, v in model.state_dict().items():                  # the model's own weights are unchanged
+        torch.testing.assert_close(loaded.state_dict()[k], v)
+    again = run(src, [str(data)], [str(data)], tmp_path / "again.safetensors", ccfg,
+                CompletionTrainConfig(steps=1, batch_size=4), device="cpu", progress=False,
+                crop_cache=tmp_path / "crops")                 # the cached crops are reused
+    assert again["train_crops"] == summary["train_crops"]
