@@ -29,6 +29,7 @@ network is called through a callable ``run(x [N, C, S, S] float32) -> [N, S, S] 
 """
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -319,9 +320,18 @@ class HiddenCompleter:
         self.cfg = cfg
         self.num_classes = int(num_classes)
         self.run = run
+        self.last_ms = 0.0          # wall time of the last call [ms]
 
     def __call__(self, amodal: np.ndarray, visible: np.ndarray, amodal_logits: np.ndarray,
                  visible_logits: np.ndarray, class_index: np.ndarray) -> np.ndarray:
+        t0 = time.perf_counter()
+        try:
+            return self._complete(amodal, visible, amodal_logits, visible_logits, class_index)
+        finally:
+            self.last_ms = (time.perf_counter() - t0) * 1e3
+
+    def _complete(self, amodal: np.ndarray, visible: np.ndarray, amodal_logits: np.ndarray,
+                  visible_logits: np.ndarray, class_index: np.ndarray) -> np.ndarray:
         if len(amodal) == 0:
             return amodal
         inputs = completion_inputs(amodal, visible, amodal_logits, visible_logits, class_index,

@@ -121,8 +121,9 @@ class OnnxPredictor:
                                                  nms_method=self.nms_method, refine=self.refine_masks),
                            image=image_rgb, completer=self.completer if self.complete_hidden else None)
         t3 = time.perf_counter()
+        comp = self.completer.last_ms if self.completer is not None and self.complete_hidden else 0.0
         self.last_timings_ms = {"preprocess": (t1 - t0) * 1e3, "network": (t2 - t1) * 1e3,
-                                "postprocess": (t3 - t2) * 1e3}
+                                "postprocess": (t3 - t2) * 1e3 - comp, "completion": comp}
         return inst
 
     def close(self) -> None:

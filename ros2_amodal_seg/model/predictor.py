@@ -124,8 +124,10 @@ class AmodalPredictor:
                                                  nms_method=self.nms_method, refine=self.refine_masks),
                            image=image_rgb, completer=self.completer if self.complete_hidden else None)
         t4 = time.perf_counter()
+        comp = self.completer.last_ms if self.completer is not None and self.complete_hidden else 0.0
         self.last_timings_ms = {"preprocess": (t1 - t0) * 1e3, "backbone": (t2 - t1) * 1e3,
-                                "decoder": (t3 - t2) * 1e3, "postprocess": (t4 - t3) * 1e3}
+                                "decoder": (t3 - t2) * 1e3, "postprocess": (t4 - t3) * 1e3 - comp,
+                                "completion": comp}
         return inst
 
     def close(self) -> None:
