@@ -209,6 +209,14 @@ def occluder_regions(visible: np.ndarray) -> np.ndarray:
     return (count[None] - visible) > 0
 
 
+def occluders_in_window(visible_count: np.ndarray, visible_i: np.ndarray,
+                        window: tuple[int, int, int, int]) -> np.ndarray:
+    """Instance i's occluder region inside ``window`` ``(xa, ya, xb, yb)``, from the ``[H, W]`` count of
+    kept instances seeing each pixel and i's own ``[H, W]`` visible mask."""
+    xa, ya, xb, yb = window
+    return (visible_count[ya:yb, xa:xb] - visible_i[ya:yb, xa:xb]) > 0
+
+
 def _window(box, image_size: tuple[int, int]) -> tuple[int, int, int, int]:
     """The part ``(xa, ya, xb, yb)`` of a crop box that lies in the image (may be empty)."""
     x0, y0, side = (int(v) for v in box)
@@ -231,8 +239,7 @@ class CompletionInputs:
 
     def occluders(self, i: int, visible_i: np.ndarray, window: tuple[int, int, int, int]) -> np.ndarray:
         """Instance i's occluder region inside ``window`` ``(xa, ya, xb, yb)``."""
-        xa, ya, xb, yb = window
-        return (self.visible_count[ya:yb, xa:xb] - visible_i[ya:yb, xa:xb]) > 0
+        return occluders_in_window(self.visible_count, visible_i, window)
 
 
 def completion_inputs(amodal: np.ndarray, visible: np.ndarray, amodal_logits: np.ndarray,
@@ -252,14 +259,14 @@ def completion_inputs(amodal: np.ndarray, visible: np.ndarray, amodal_logits: np
     planes = np.zeros((n, cfg.in_channels(num_classes), size, size), np.float32)
     for i in range(n):
         x0, y0, side = (int(v) for v in boxes[i])
-        xa, ya, xb, yb = _window(boxes[i], (height, width))
+        xa, ya, xb, yb = win = _window(boxes[i], (height, width))
         # amodal, visible and occluder region as one 3-channel uint8 image: one area resize
         buf = np.zeros((side, side, 3), np.uint8)
         if xb > xa and yb > ya:
             sub = buf[ya - y0:yb - y0, xa - x0:xb - x0]
             sub[..., 0] = amodal[i, ya:yb, xa:xb]
             sub[..., 1] = visible[i, ya:yb, xa:xb]
-            sub[..., 2] = (count[ya:yb, xa:xb] - visible[i, ya:yb, xa:xb]) > 0
+            sub[..., 2] = occluders_in_window(count, visible[i], win)
             buf *= 255
         small = cv2.resize(buf, (size, size), interpolation=cv2.INTER_AREA)
         planes[i, :3] = small.transpose(2, 0, 1) / np.float32(255.0)
