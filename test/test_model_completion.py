@@ -226,6 +226,12 @@ def test_train_completion_run_writes_a_checkpoint_the_predictor_uses(tmp_path):
     for k, v in model.state_dict().items():                  # the model's own weights are unchanged
         torch.testing.assert_close(loaded.state_dict()[k], v)
     again = run(src, [str(data)], [str(data)], tmp_path / "again.safetensors", ccfg,
-                CompletionTrainConfig(steps=1, batch_size=4), device="cpu", progress=False,
-                crop_cache=tmp_path / "crops")                 # the cached crops are reused
-    assert again["train_crops"] == summary["train_crops"]
+                CompletionTrainConfig(steps=1, batch_size=4, lr=1e-9), device="cpu", progress=False,
+                crop_cache=tmp_path / "crops", init=tmp_path / "out.safetensors")  # cached crops, continued
+    assert again["train_crops"] == summary["train_crops"] and again["init"]
+    cont, _ = load_checkpoint(tmp_path / "again.safetensors")
+    for k, v in loaded.completion.state_dict().items():     # lr ~0: the network it started from
+        torch.testing.assert_close(cont.completion.state_dict()[k], v, atol=1e-6, rtol=0)
+    with pytest.raises(CheckpointError, match="no completion network"):
+        run(src, [str(data)], [], tmp_path / "x.safetensors", ccfg, CompletionTrainConfig(steps=1),
+            device="cpu", progress=False, crop_cache=tmp_path / "crops", init=src)

@@ -48,14 +48,15 @@ def _train_completion(args: argparse.Namespace) -> int:
 
     ccfg = load_yaml_config(ModelConfig, args.model_config).completion
     tcfg = load_yaml_config(CompletionTrainConfig, args.train_config, "completion")
-    over = {k: v for k, v in {"steps": args.steps, "batch_size": args.batch_size}.items() if v is not None}
+    over = {k: v for k, v in {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr}.items()
+            if v is not None}
     tcfg = dataclasses.replace(tcfg, **over)
     if args.threads:
         import torch  # noqa: PLC0415
 
         torch.set_num_threads(args.threads)
     summary = run(args.checkpoint, args.data, args.val_data or [], args.out, ccfg, tcfg, args.device,
-                  progress=not args.no_progress, crop_cache=args.crop_cache)
+                  progress=not args.no_progress, crop_cache=args.crop_cache, init=args.init)
     print(json.dumps(summary, indent=1))
     return 0
 
@@ -143,6 +144,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", default=None, help="the trained model; default: the shipped model")
     p.add_argument("--steps", type=int, help="optimiser steps")
     p.add_argument("--batch-size", type=int, help="crops per step")
+    p.add_argument("--lr", type=float, help="peak learning rate")
+    p.add_argument("--init", metavar="CKPT", help="train this checkpoint's completion network further "
+                                                 "(a new cosine cycle) instead of a fresh one")
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--crop-cache", metavar="BASE", help="save the crops as BASE.train.npz / BASE.val.npz, or reuse "

@@ -26,9 +26,9 @@ import torch
 import torch.nn.functional as F
 
 from ros2_amodal_seg.data.types import AmodalDataset
-from ros2_amodal_seg.errors import ConfigError
+from ros2_amodal_seg.errors import CheckpointError, ConfigError
 from ros2_amodal_seg.masks import iou_matrix
-from ros2_amodal_seg.model.checkpoint import save_checkpoint
+from ros2_amodal_seg.model.checkpoint import load_checkpoint, save_checkpoint
 from ros2_amodal_seg.model.completion import (OCCLUDERS, PLANES, CompletionConfig, CompletionInputs,
                                               CompletionNet, HiddenCompleter, completion_inputs, crop_plane)
 from ros2_amodal_seg.model.predictor import AmodalPredictor
@@ -139,15 +139,19 @@ def collect_crops(predictor: AmodalPredictor, datasets: list[AmodalDataset], cfg
 
 def train_completion_net(train: CropSet, val: CropSet | None, cfg: CompletionConfig, num_classes: int,
                          train_cfg: CompletionTrainConfig, device: torch.device | str = "cpu",
-                         progress: bool = True) -> tuple[CompletionNet, dict]:
-    """Train a fresh :class:`CompletionNet`; returns it (eval mode) and a history dict."""
+                         progress: bool = True, init: CompletionNet | None = None) -> tuple[CompletionNet, dict]:
+    """Train a :class:`CompletionNet` (fresh, or continuing from ``init``'s weights); returns it
+    (eval mode) and a history dict."""
     from tqdm import tqdm  # noqa: PLC0415
 
     if len(train) == 0:
         raise ConfigError("no training crops: the model matched no ground-truth object")
     torch.manual_seed(train_cfg.seed)
     rng = np.random.default_rng(train_cfg.seed)
-    net = CompletionNet(cfg, num_classes).to(device).train()
+    net = CompletionNet(cfg, num_classes)
+    if init is not None:
+        net.load_state_dict(init.state_dict())
+    net = net.to(device).train()
     opt = torch.optim.AdamW(net.parameters(), lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda k: min(1.0, (k + 1) / 100) * 0.5 * (1 + math.cos(math.pi * min(k, train_cfg.steps) / train_cfg.steps)))
@@ -269,12 +273,14 @@ def _cached_crops(cache: Path | None, name: str, make) -> CropSet:
 
 def run(checkpoint: str | Path | None, data: list[str], val: list[str], out: str | Path,
         cfg: CompletionConfig = CompletionConfig(), train_cfg: CompletionTrainConfig = CompletionTrainConfig(),
-        device: str = "auto", progress: bool = True, crop_cache: str | Path | None = None) -> dict:
+        device: str = "auto", progress: bool = True, crop_cache: str | Path | None = None,
+        init: str | Path | None = None) -> dict:
     """The whole ``train-completion`` command; returns a summary dict.
 
     ``crop_cache``: base path; the crops are saved as ``<base>.train.npz`` / ``<base>.val.npz`` and
     reused by a later run with the same path (the crops depend on the checkpoint, the data and
-    ``cfg``; delete the files when those change)."""
+    ``cfg``; delete the files when those change). ``init``: a checkpoint whose completion
+    network (same ``cfg`` shapes) is trained further instead of a fresh one."""
     from ros2_amodal_seg.data.dataset import load_dataset  # noqa: PLC0415
 
     t0 = time.time()
@@ -286,10 +292,20 @@ def run(checkpoint: str | Path | None, data: list[str], val: list[str], out: str
                                                                  train_cfg, progress))
     valset = _cached_crops(cache, "val", lambda: collect_crops(pred, [load_dataset(d) for d in val], cfg,
                                                                 train_cfg, progress)) if val else None
+    start = None
+    if init is not None:
+        src, _ = load_checkpoint(init, "cpu")
+        if src.completion is None:
+            raise CheckpointError(f"--init {init} has no completion network")
+        same = ("crop_size", "context", "min_side_px", "channels")
+        if any(getattr(src.cfg.completion, f) != getattr(cfg, f) for f in same):
+            raise CheckpointError(f"--init {init}: its completion network {src.cfg.completion} does not match {cfg}")
+        start = src.completion
     t1 = time.time()
-    net, hist = train_completion_net(train, valset, cfg, k, train_cfg, pred._device, progress)
+    net, hist = train_completion_net(train, valset, cfg, k, train_cfg, pred._device, progress, init=start)
     t2 = time.time()
     summary = {"train_crops": len(train), "val_crops": len(valset) if valset is not None else 0,
+               "init": None if init is None else str(init),
                "collect_s": round(t1 - t0, 1), "train_s": round(t2 - t1, 1), "device": pred.device,
                "train_config": dataclasses.asdict(train_cfg)}
     if valset is not None and len(valset):
