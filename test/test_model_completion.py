@@ -14,8 +14,7 @@ from ros2_amodal_seg.errors import CheckpointError, ConfigError
 from ros2_amodal_seg.model.checkpoint import load_checkpoint, save_checkpoint
 from ros2_amodal_seg.model.completion import (OCCLUDERS, PLANES, CompletionConfig, CompletionInputs,
                                               CompletionNet, HiddenCompleter, _resize_part, completion_inputs,
-                                              crop_boxes, crop_logits, crop_plane, occluder_regions,
-                                              paste_completion)
+                                              crop_boxes, crop_logits, crop_plane, paste_completion)
 from ros2_amodal_seg.model.completion_train import (CompletionTrainConfig, CropSet, evaluate_crops,
                                                     train_completion_net)
 from ros2_amodal_seg.model.model import AmodalSegModel
@@ -24,6 +23,11 @@ from ros2_amodal_seg.model.predictor import AmodalPredictor
 from test_model_helpers import rect, scene, tiny_config
 
 CLASSES = {1: "box", 2: "cylinder", 3: "sphere", 4: "cone", 5: "torus"}
+
+
+def occluder_regions(visible: np.ndarray) -> np.ndarray:
+    """Reference: ``[N, H, W]`` bool visible masks -> ``[N, H, W]`` bool pixels visible in another instance."""
+    return (visible.sum(0, dtype=np.int32)[None] - visible) > 0
 
 
 def test_crop_boxes_by_hand():

@@ -17,7 +17,7 @@ from visualization_msgs.msg import MarkerArray
 
 from ros2_amodal_seg.msg import AmodalInstanceArray, BevGrid, OcclusionGraph
 from ros2_amodal_seg.ros import conversions as conv
-from ros2_amodal_seg.ros.diagnostics import diagnostics_to_dict
+from ros2_amodal_seg.ros.session import pipeline_values_from_diagnostics
 
 OUT_TYPES = {"instances": AmodalInstanceArray, "occlusion_graph": OcclusionGraph, "bev_grid": BevGrid,
              "occupancy": OccupancyGrid, "markers": MarkerArray, "overlay": Image, "instance_points": PointCloud2}
@@ -106,12 +106,7 @@ class Harness:
     def diag_values(self) -> dict[str, str]:
         with self.lock:
             msgs = list(self.got["diagnostics"])
-        for m in reversed(msgs):
-            d = diagnostics_to_dict(m)
-            for name, st in d.items():
-                if name.endswith(": pipeline"):
-                    return st["values"]
-        return {}
+        return pipeline_values_from_diagnostics(msgs)
 
     def quiet_diag_values(self, keys, reports: int = 3, timeout: float = 30.0) -> dict[str, str]:
         """Diagnostics values of a quiet node: the first report, received after this call, whose ``keys``
@@ -129,9 +124,8 @@ class Harness:
                 fresh = list(self.got["diagnostics"][n0:])
             n0 += len(fresh)
             for m in fresh:
-                vals = next((st["values"] for name, st in diagnostics_to_dict(m).items()
-                             if name.endswith(": pipeline")), None)
-                if vals is None:
+                vals = pipeline_values_from_diagnostics([m])
+                if not vals:
                     continue
                 cur = {k: vals.get(k, "0") for k in keys}
                 same = same + 1 if cur == prev else 1

@@ -203,12 +203,6 @@ def crop_logits(logits: np.ndarray, box, image_size: tuple[int, int], size: int)
                           flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE)
 
 
-def occluder_regions(visible: np.ndarray) -> np.ndarray:
-    """``[N, H, W]`` bool visible masks -> ``[N, H, W]`` bool: pixels visible in another instance."""
-    count = visible.sum(0, dtype=np.int32)
-    return (count[None] - visible) > 0
-
-
 def occluders_in_window(visible_count: np.ndarray, visible_i: np.ndarray,
                         window: tuple[int, int, int, int]) -> np.ndarray:
     """Instance i's occluder region inside ``window`` ``(xa, ya, xb, yb)``, from the ``[H, W]`` count of

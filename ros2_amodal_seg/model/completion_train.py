@@ -30,7 +30,7 @@ from ros2_amodal_seg.errors import CheckpointError, ConfigError
 from ros2_amodal_seg.masks import iou_matrix
 from ros2_amodal_seg.model.checkpoint import load_checkpoint, save_checkpoint
 from ros2_amodal_seg.model.completion import (OCCLUDERS, PLANES, CompletionConfig, CompletionInputs,
-                                              CompletionNet, HiddenCompleter, completion_inputs, crop_plane)
+                                              CompletionNet, completion_inputs, crop_plane)
 from ros2_amodal_seg.model.predictor import AmodalPredictor
 
 
@@ -89,18 +89,21 @@ class CropSet:
         return torch.from_numpy(np.concatenate([p, onehot], 1)), torch.from_numpy(np.ascontiguousarray(t))
 
 
-class CropRecorder(HiddenCompleter):
-    """Sits in the completion slot of the post-processing: records the crop planes of the kept
-    instances and returns their amodal masks unchanged."""
+class CropRecorder:
+    """Sits in the completion slot of the post-processing (the call signature of
+    :class:`HiddenCompleter`): records the crop planes of the kept instances, their visible
+    masks and class indices, and returns their amodal masks unchanged."""
 
     def __init__(self, cfg: CompletionConfig, num_classes: int) -> None:
-        super().__init__(cfg, num_classes, run=lambda planes: np.zeros(planes.shape[:1] + planes.shape[2:], np.float32))
-        self.last: tuple[CompletionInputs, np.ndarray, np.ndarray, np.ndarray] | None = None
+        self.cfg = cfg
+        self.num_classes = int(num_classes)
+        self.last: tuple[CompletionInputs, np.ndarray, np.ndarray] | None = None
+        self.last_ms = 0.0          # the predictors report it as the completion stage's time
 
     def __call__(self, amodal, visible, amodal_logits, visible_logits, class_index):
         inputs = completion_inputs(amodal, visible, amodal_logits, visible_logits, class_index,
                                    self.num_classes, self.cfg)
-        self.last = (inputs, amodal, visible, np.asarray(class_index))
+        self.last = (inputs, visible, np.asarray(class_index))
         return amodal
 
 
@@ -120,7 +123,7 @@ def collect_crops(predictor: AmodalPredictor, datasets: list[AmodalDataset], cfg
             predictor.predict(s.load_image())
             if rec.last is None or not s.annotations:
                 continue
-            inputs, _, visible, cls = rec.last
+            inputs, visible, cls = rec.last
             gv = np.stack([a.visible for a in s.annotations])
             iou = iou_matrix(visible, gv)                       # [N, G]
             best = iou.argmax(1)
@@ -285,7 +288,6 @@ def run(checkpoint: str | Path | None, data: list[str], val: list[str], out: str
 
     t0 = time.time()
     pred = AmodalPredictor.from_checkpoint(checkpoint, device, max_instances=50)
-    pred.completer = None
     k = pred.model.cfg.num_classes
     cache = None if crop_cache is None else Path(crop_cache)
     train = _cached_crops(cache, "train", lambda: collect_crops(pred, [load_dataset(d) for d in data], cfg,
