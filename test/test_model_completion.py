@@ -122,6 +122,21 @@ def _hidden_square_crops(n: int, rng: np.random.Generator, size: int = 16) -> Cr
     return CropSet(planes, np.zeros(n, np.int64), targets)
 
 
+def test_device_crops_cut_the_same_batches_as_numpy_crops():
+    rng = np.random.default_rng(3)
+    crops = _hidden_square_crops(12, rng)
+    crops.classes = rng.integers(0, 5, 12)
+    idx, flip = np.array([4, 0, 7, 7]), np.array([True, False, True, False])
+    x, t = crops.batch(idx, 5, flip)
+    xd, td = crops.to("cpu").batch(idx, 5, flip)
+    assert isinstance(crops.to("cpu").planes, torch.Tensor)
+    torch.testing.assert_close(xd, x, rtol=0, atol=0)
+    torch.testing.assert_close(td, t, rtol=0, atol=0)
+    assert x.shape == (4, len(PLANES) + 5, 16, 16)
+    assert torch.equal(x[0, :len(PLANES)], torch.from_numpy(crops.planes[4, :, :, ::-1].copy()).float() / 255)
+    assert x[1, len(PLANES) + int(crops.classes[0])].min() == 1.0
+
+
 def test_completion_network_learns_a_hidden_extent():
     rng = np.random.default_rng(0)
     train, val = _hidden_square_crops(256, rng), _hidden_square_crops(64, rng)

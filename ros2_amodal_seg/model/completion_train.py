@@ -64,20 +64,38 @@ class CompletionTrainConfig:
 
 @dataclass
 class CropSet:
-    """Training crops, compact. Attributes:
+    """Training crops, compact. Attributes (numpy arrays, or torch tensors after :meth:`to`):
         planes: ``[M, P, S, S]`` uint8 (the :data:`PLANES` scaled to 0..255).
         classes: ``[M]`` int64 class index. targets: ``[M, S, S]`` uint8 ground-truth amodal (0..255).
     """
 
-    planes: np.ndarray
-    classes: np.ndarray
-    targets: np.ndarray
+    planes: np.ndarray | torch.Tensor
+    classes: np.ndarray | torch.Tensor
+    targets: np.ndarray | torch.Tensor
 
     def __len__(self) -> int:
         return len(self.classes)
 
+    def to(self, device: torch.device | str) -> CropSet:
+        """The same crops as uint8 tensors on ``device``: batches are then cut there, which keeps
+        a GPU busy (the numpy batching alone takes longer than a step on one)."""
+        return CropSet(*(torch.as_tensor(a).to(device) for a in (self.planes, self.classes, self.targets)))
+
     def batch(self, idx: np.ndarray, num_classes: int, flip: np.ndarray | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """``[B, C, S, S]`` float planes (with the class one-hot) and ``[B, S, S]`` float targets."""
+        """``[B, C, S, S]`` float planes (with the class one-hot) and ``[B, S, S]`` float targets,
+        on the device the crops are on. ``flip``: ``[B]`` bool, mirror those crops left-right."""
+        if isinstance(self.planes, torch.Tensor):
+            dev = self.planes.device
+            i = torch.as_tensor(idx, device=dev)
+            p = self.planes[i].float() / 255.0                              # [B, P, S, S]
+            t = self.targets[i].float() / 255.0                             # [B, S, S]
+            if flip is not None and flip.any():
+                f = torch.as_tensor(flip, device=dev)
+                p = torch.where(f[:, None, None, None], p.flip(-1), p)
+                t = torch.where(f[:, None, None], t.flip(-1), t)
+            b, _, s, _ = p.shape
+            onehot = F.one_hot(self.classes[i], num_classes).float()[:, :, None, None].expand(b, num_classes, s, s)
+            return torch.cat([p, onehot], 1), t
         p = self.planes[idx].astype(np.float32) / 255.0
         t = self.targets[idx].astype(np.float32) / 255.0
         if flip is not None and flip.any():
@@ -155,6 +173,9 @@ def train_completion_net(train: CropSet, val: CropSet | None, cfg: CompletionCon
     if init is not None:
         net.load_state_dict(init.state_dict())
     net = net.to(device).train()
+    if torch.device(device).type != "cpu":
+        train = train.to(device)
+        val = val.to(device) if val is not None else None
     opt = torch.optim.AdamW(net.parameters(), lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda k: min(1.0, (k + 1) / 100) * 0.5 * (1 + math.cos(math.pi * min(k, train_cfg.steps) / train_cfg.steps)))
