@@ -12,9 +12,11 @@ import os
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 
+from ros2_amodal_seg.errors import InvalidInputError
 from ros2_amodal_seg.model.predictor import DEFAULT_CHECKPOINT, AmodalPredictor, resolve_device
 
 
@@ -39,12 +41,24 @@ def build_hf_mask2former():
     return Mask2FormerForUniversalSegmentation(Mask2FormerConfig(backbone_config=bc, num_labels=5)).eval()
 
 
+def _read_rgb(path: str | Path) -> np.ndarray:
+    """``[H, W, 3]`` uint8 RGB from an image file (InvalidInputError if unreadable)."""
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise InvalidInputError(f"cannot read an image from {path}")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
 def run_bench(checkpoint: str | None = None, device: str = "auto", iters: int = 10, warmup: int = 2,
-              compare_hf: bool = True, json_out: str | None = None, score_threshold: float = 0.5) -> dict:
+              compare_hf: bool = True, json_out: str | None = None, score_threshold: float = 0.5,
+              image: str | None = None, complete_hidden: bool = True) -> dict:
+    """Median per-stage latency of the predictor on one frame (``image``, else a rendered street
+    scene, else noise when the world cannot render), optionally against HF Mask2Former."""
     dev = resolve_device(device)
     path = Path(checkpoint) if checkpoint else DEFAULT_CHECKPOINT
     p = AmodalPredictor.from_checkpoint(path, device=str(dev), score_threshold=score_threshold)
-    img = _bench_image()
+    p.complete_hidden = complete_hidden
+    img = _read_rgb(image) if image else _bench_image()
     for _ in range(warmup):
         p.predict(img)
     rows = []
@@ -53,9 +67,10 @@ def run_bench(checkpoint: str | None = None, device: str = "auto", iters: int = 
         rows.append(p.last_timings_ms)
     ours = {k: float(np.median([r[k] for r in rows])) for k in rows[0]}
     ours["total"] = float(np.median([sum(r.values()) for r in rows]))
-    res: dict = {"device": str(dev), "score_threshold": score_threshold, "instances": len(p.predict(img)), "torch_threads": torch.get_num_threads(), "image": [480, 640],
+    res: dict = {"device": str(dev), "score_threshold": score_threshold, "instances": len(p.predict(img)), "torch_threads": torch.get_num_threads(), "image": list(img.shape[:2]),
+                 "image_file": image, "complete_hidden": complete_hidden,
                  "checkpoint": str(path), "ours_ms": ours, "iters": iters}
-    print(f"amodal-seg model on {dev} ({torch.get_num_threads()} threads), 640x480, median of {iters}, "
+    print(f"amodal-seg model on {dev} ({torch.get_num_threads()} threads), {img.shape[1]}x{img.shape[0]}, median of {iters}, "
           f"{res['instances']} instances at score >= {score_threshold}:")
     for k, v in ours.items():
         print(f"  {k:>12}: {v:8.1f} ms")

@@ -101,7 +101,7 @@ def _bench(args: argparse.Namespace) -> int:
     from ros2_amodal_seg.model.bench import run_bench  # noqa: PLC0415
 
     run_bench(args.checkpoint, args.device, args.iters, args.warmup, compare_hf=not args.no_hf, json_out=args.json,
-              score_threshold=args.score_threshold)
+              score_threshold=args.score_threshold, image=args.image, complete_hidden=not args.no_completion)
     return 0
 
 
@@ -197,5 +197,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--score-threshold", type=float, default=0.5, help="post-processing score threshold")
     p.add_argument("--no-hf", action="store_true", help="skip the transformers Mask2Former comparison")
+    p.add_argument("--image", default=None, help="time on this image file instead of a rendered street scene")
+    p.add_argument("--no-completion", action="store_true", help="skip the hidden-part completion network")
     p.add_argument("--json", default=None, help="write the numbers as JSON")
     p.set_defaults(func=_bench)
