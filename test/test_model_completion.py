@@ -192,7 +192,7 @@ def test_postprocess_hands_the_kept_instances_to_the_completer():
             [1, 2, 3, 4, 5], PostprocessConfig(score_threshold=0.1, refine=False))
     plain = postprocess(*args)
     seen = []
-    comp = HiddenCompleter(CompletionConfig(crop_size=16, context=0.5), 5,
+    comp = HiddenCompleter(CompletionConfig(crop_size=16, context=0.5, flip_average=False), 5,
                            lambda p: seen.append(p) or np.full((len(p), 16, 16), 10.0, np.float32))
     done = postprocess(*args, completer=comp)
     assert len(seen) == 1 and len(seen[0]) == 2             # both crops contain the other's visible pixels
@@ -220,6 +220,35 @@ def test_completer_skips_crops_without_occluders():
     assert out is am and not calls
     assert isinstance(completion_inputs(am, am, np.zeros((2, 5, 5)), np.zeros((2, 5, 5)), np.array([0, 1]), 5,
                                         CompletionConfig(crop_size=16)), CompletionInputs)
+
+
+def test_flip_average_runs_each_crop_and_its_mirror_and_averages_the_logits():
+    """Two overlapping squares; instance 0's decision region lies in the right part of its crop.
+    The net is a stand-in whose logits fall from +5 (left) to -3 (right), so a mirrored run gives
+    the reversed ramp and the average is flat +1: with flip_average the whole decision region
+    joins the mask, without it only the columns where the ramp is still positive."""
+    H, W = 40, 40
+    am = np.stack([rect(H, W, 5, 25, 5, 25), rect(H, W, 10, 30, 15, 35)])
+    vis = np.stack([am[0] & ~am[1], am[1]])
+    ramp = np.linspace(5.0, -3.0, 16, dtype=np.float32)                 # mean of ramp and mirror: +1
+    seen = []
+
+    def run(x):
+        seen.append(x.copy())
+        return np.broadcast_to(ramp, (len(x), 16, 16)).copy()
+
+    args = (np.zeros((2, 5, 5), np.float32), np.zeros((2, 5, 5), np.float32), np.array([0, 1]))
+    flat = HiddenCompleter(CompletionConfig(crop_size=16, flip_average=True), 5, run)(am, vis, *args)
+    (x,) = seen
+    m = len(x) // 2
+    assert len(x) == 2 * m and m >= 1
+    np.testing.assert_array_equal(x[m:], x[:m, ..., ::-1])
+    region = am[1] & ~vis[0] & _crop_window(am[0], CompletionConfig(crop_size=16))   # instance 0's decision region
+    assert flat[0][region].all() and (flat[0] & ~region == am[0] & ~region).all()
+    seen.clear()
+    plain = HiddenCompleter(CompletionConfig(crop_size=16, flip_average=False), 5, run)(am, vis, *args)
+    assert len(seen[0]) == m
+    assert 0 < plain[0][region].sum() < region.sum()
 
 
 def test_train_completion_run_writes_a_checkpoint_the_predictor_uses(tmp_path):
