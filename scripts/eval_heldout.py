@@ -66,6 +66,8 @@ def main() -> int:
                          "prediction with score >= 0.05)")
     ap.add_argument("--no-completion", action="store_true",
                     help="skip the hidden-part completion network (the model's own amodal masks)")
+    ap.add_argument("--no-completion-flip", action="store_true",
+                    help="run the completion network once per crop, without the mirrored run (faster on a CPU)")
     ap.add_argument("--no-refine", action="store_true",
                     help="plain bilinear mask upsampling, without the guided-filter refinement (ablation)")
     ap.add_argument("--nms-method", choices=NMS_METHODS, default=PostprocessConfig.nms_method,
@@ -82,6 +84,7 @@ def main() -> int:
     preds = predict_to_file(str(both), str(out / "preds.json"), args.checkpoint, args.device, 0.05, 50,
                             PostprocessConfig.nms_iou, refine_masks=not args.no_refine,
                             complete_hidden=not args.no_completion,
+                            completion_flip=False if args.no_completion_flip else None,
                             nms_method=args.nms_method)
     runs = {
         "both presets": (both, preds),

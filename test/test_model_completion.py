@@ -14,12 +14,13 @@ from ros2_amodal_seg.errors import CheckpointError, ConfigError
 from ros2_amodal_seg.model.checkpoint import load_checkpoint, save_checkpoint
 from ros2_amodal_seg.model.completion import (OCCLUDERS, PLANES, CompletionConfig, CompletionInputs,
                                               CompletionNet, HiddenCompleter, _resize_part, completion_inputs,
-                                              crop_boxes, crop_logits, crop_plane, paste_completion)
+                                              crop_boxes, crop_logits, crop_plane, paste_completion,
+                                              with_flip)
 from ros2_amodal_seg.model.completion_train import (CompletionTrainConfig, CropSet, evaluate_crops,
                                                     train_completion_net)
 from ros2_amodal_seg.model.model import AmodalSegModel
 from ros2_amodal_seg.model.postprocess import PostprocessConfig, postprocess
-from ros2_amodal_seg.model.predictor import AmodalPredictor
+from ros2_amodal_seg.model.predictor import DEFAULT_CHECKPOINT, AmodalPredictor
 from test_model_helpers import rect, scene, tiny_config
 
 CLASSES = {1: "box", 2: "cylinder", 3: "sphere", 4: "cone", 5: "torus"}
@@ -120,6 +121,14 @@ def _hidden_square_crops(n: int, rng: np.random.Generator, size: int = 16) -> Cr
         planes[k, PLANES.index("inside")] = 255
         targets[k] = sq * 255
     return CropSet(planes, np.zeros(n, np.int64), targets)
+
+
+def test_completion_flip_overrides_the_checkpoint_setting():
+    assert DEFAULT_CHECKPOINT.is_file(), "shipped checkpoint missing"
+    assert AmodalPredictor.from_checkpoint(None, "cpu").completer.cfg.flip_average is True
+    off = AmodalPredictor.from_checkpoint(None, "cpu", completion_flip=False)
+    assert off.completer.cfg.flip_average is False and off.completer.cfg.channels == (16, 32, 64)
+    assert with_flip(off.completer.cfg, None) is off.completer.cfg
 
 
 def test_device_crops_cut_the_same_batches_as_numpy_crops():

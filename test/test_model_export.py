@@ -94,14 +94,14 @@ def test_bench_cli_times_a_given_image_and_rejects_a_missing_one(tmp_path):
     out = tmp_path / "bench.json"
     base = [sys.executable, "-m", "ros2_amodal_seg.cli", "bench", "--device", "cpu", "--no-hf", "--iters", "1",
             "--warmup", "0"]
-    r = subprocess.run(base + ["--image", str(image), "--no-completion", "--json", str(out)],
+    r = subprocess.run(base + ["--image", str(image), "--no-completion-flip", "--json", str(out)],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     res = json.loads(out.read_text())
     import cv2
 
     assert res["image"] == list(cv2.imread(str(image)).shape[:2]) and res["image_file"] == str(image)
-    assert res["complete_hidden"] is False and res["ours_ms"]["completion"] == 0.0
+    assert res["complete_hidden"] is True and res["completion_flip"] is False
     assert {"backbone", "decoder", "postprocess", "total"} <= set(res["ours_ms"])
     r = subprocess.run(base + ["--image", str(tmp_path / "none.png")], capture_output=True, text=True, timeout=300)
     assert r.returncode != 0 and "cannot read an image" in r.stderr + r.stdout

@@ -66,7 +66,8 @@ def _predict(args: argparse.Namespace) -> int:
 
     preds = predict_to_file(args.dataset, args.out, args.checkpoint, args.device, args.score_threshold,
                             args.max_instances, args.nms_iou, onnx=args.onnx, refine_masks=not args.no_refine,
-                            nms_method=args.nms_method, complete_hidden=not args.no_completion)
+                            nms_method=args.nms_method, complete_hidden=not args.no_completion,
+                            completion_flip=False if args.no_completion_flip else None)
     print(f"wrote {len(preds)} predictions to {args.out}")
     return 0
 
@@ -101,7 +102,8 @@ def _bench(args: argparse.Namespace) -> int:
     from ros2_amodal_seg.model.bench import run_bench  # noqa: PLC0415
 
     run_bench(args.checkpoint, args.device, args.iters, args.warmup, compare_hf=not args.no_hf, json_out=args.json,
-              score_threshold=args.score_threshold, image=args.image, complete_hidden=not args.no_completion)
+              score_threshold=args.score_threshold, image=args.image, complete_hidden=not args.no_completion,
+              completion_flip=False if args.no_completion_flip else None)
     return 0
 
 
@@ -173,6 +175,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-completion", action="store_true",
                    help="skip the hidden-part completion network (amodal masks behind occluders as the model "
                         "gives them)")
+    p.add_argument("--no-completion-flip", action="store_true",
+                   help="run the completion network once per crop, without the mirrored run (faster on a CPU)")
     p.set_defaults(func=_predict)
 
     p = sub.add_parser("evaluate", help="metrics of a prediction JSON against a dataset", formatter_class=f)
@@ -199,5 +203,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-hf", action="store_true", help="skip the transformers Mask2Former comparison")
     p.add_argument("--image", default=None, help="time on this image file instead of a rendered street scene")
     p.add_argument("--no-completion", action="store_true", help="skip the hidden-part completion network")
+    p.add_argument("--no-completion-flip", action="store_true",
+                   help="run the completion network once per crop (no mirrored run)")
     p.add_argument("--json", default=None, help="write the numbers as JSON")
     p.set_defaults(func=_bench)

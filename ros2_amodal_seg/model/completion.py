@@ -29,6 +29,7 @@ network is called through a callable ``run(x [N, C, S, S] float32) -> [N, S, S] 
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -85,6 +86,11 @@ class CompletionConfig:
 
     def in_channels(self, num_classes: int) -> int:
         return len(PLANES) + num_classes
+
+
+def with_flip(cfg: CompletionConfig, flip: bool | None) -> CompletionConfig:
+    """``cfg`` with ``flip_average`` set to ``flip`` (None: unchanged), for run-time overrides."""
+    return cfg if flip is None else dataclasses.replace(cfg, flip_average=bool(flip))
 
 
 # ---------------------------------------------------------------------------- network

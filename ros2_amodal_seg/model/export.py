@@ -11,7 +11,7 @@ import torch
 
 from ros2_amodal_seg.errors import CheckpointError
 from ros2_amodal_seg.model.checkpoint import load_checkpoint
-from ros2_amodal_seg.model.completion import HiddenCompleter
+from ros2_amodal_seg.model.completion import HiddenCompleter, with_flip
 from ros2_amodal_seg.model.model import ExportWrapper, ModelConfig
 from ros2_amodal_seg.model.postprocess import PostprocessConfig, postprocess
 from ros2_amodal_seg.model.predictor import DEFAULT_CHECKPOINT, check_image, preprocess
@@ -62,7 +62,8 @@ class OnnxPredictor:
     def __init__(self, onnx_path: str | Path, score_threshold: float = 0.5, max_instances: int = 50,
                  nms_iou: float = PostprocessConfig.nms_iou, providers: list[str] | None = None,
                  refine_masks: bool = PostprocessConfig.refine,
-                 nms_method: str = PostprocessConfig.nms_method, complete_hidden: bool = True) -> None:
+                 nms_method: str = PostprocessConfig.nms_method, complete_hidden: bool = True,
+                 completion_flip: bool | None = None) -> None:
         import onnxruntime as ort  # noqa: PLC0415
 
         p = Path(onnx_path)
@@ -102,7 +103,7 @@ class OnnxPredictor:
             def run(planes: np.ndarray) -> np.ndarray:
                 return comp.run(["logits"], {"planes": planes.astype(np.float32)})[0]
 
-            self.completer = HiddenCompleter(ccfg, len(self.class_ids), run)
+            self.completer = HiddenCompleter(with_flip(ccfg, completion_flip), len(self.class_ids), run)
 
     def raw(self, image_rgb: np.ndarray) -> list[np.ndarray]:
         """Network outputs for one image (batch dimension removed)."""

@@ -25,7 +25,8 @@ def instances_to_predictions(inst: Instances2D, image_id: int) -> list[dict]:
 def predict_to_file(dataset_path: str, out_path: str, checkpoint: str | None = None, device: str = "auto",
                     score_threshold: float = 0.05, max_instances: int = 50, nms_iou: float = PostprocessConfig.nms_iou,
                     onnx: str | None = None, refine_masks: bool = PostprocessConfig.refine,
-                    nms_method: str = PostprocessConfig.nms_method, complete_hidden: bool = True) -> list[dict]:
+                    nms_method: str = PostprocessConfig.nms_method, complete_hidden: bool = True,
+                    completion_flip: bool | None = None) -> list[dict]:
     """Predict every image of ``dataset_path`` (any layout the loader reads) and write ``out_path``."""
     import json  # noqa: PLC0415
     from pathlib import Path  # noqa: PLC0415
@@ -39,14 +40,15 @@ def predict_to_file(dataset_path: str, out_path: str, checkpoint: str | None = N
         from ros2_amodal_seg.model.export import OnnxPredictor  # noqa: PLC0415
 
         pred = OnnxPredictor(onnx, score_threshold=score_threshold, max_instances=max_instances, nms_iou=nms_iou,
-                             refine_masks=refine_masks, nms_method=nms_method, complete_hidden=complete_hidden)
+                             refine_masks=refine_masks, nms_method=nms_method, complete_hidden=complete_hidden,
+                             completion_flip=completion_flip)
     else:
         from ros2_amodal_seg.model.predictor import AmodalPredictor  # noqa: PLC0415
 
         pred = AmodalPredictor.from_checkpoint(checkpoint, device=device, score_threshold=score_threshold,
                                                max_instances=max_instances, nms_iou=nms_iou,
                                                refine_masks=refine_masks, nms_method=nms_method,
-                                               complete_hidden=complete_hidden)
+                                               complete_hidden=complete_hidden, completion_flip=completion_flip)
     out: list[dict] = []
     for s in tqdm(ds.samples, desc="predict", unit="img"):
         out.extend(instances_to_predictions(pred.predict(s.load_image()), s.image_id))

@@ -10,7 +10,7 @@ import torch
 
 from ros2_amodal_seg.errors import CheckpointError, InvalidInputError
 from ros2_amodal_seg.model.checkpoint import load_checkpoint
-from ros2_amodal_seg.model.completion import HiddenCompleter, torch_runner
+from ros2_amodal_seg.model.completion import HiddenCompleter, torch_runner, with_flip
 from ros2_amodal_seg.model.model import AmodalSegModel
 from ros2_amodal_seg.model.postprocess import PostprocessConfig, postprocess
 from ros2_amodal_seg.types import Instances2D
@@ -55,13 +55,17 @@ class AmodalPredictor:
     ``score_threshold``, ``max_instances``, ``nms_method``, ``nms_iou``, ``refine_masks`` (guided-filter
     refinement of the full-resolution masks, see :mod:`.upsample`) and ``complete_hidden`` (the
     hidden-part completion network, see :mod:`.completion`; used only when the checkpoint has
-    one) are plain attributes that can be changed between calls.
+    one) are plain attributes that can be changed between calls. ``completion_flip`` (None: the
+    checkpoint's ``completion.flip_average``) runs the completion network also on each crop's
+    mirror image and averages the logits: better masks behind occluders, about twice the
+    network's time.
     """
 
     def __init__(self, model: AmodalSegModel, meta: dict, device: torch.device, score_threshold: float = 0.5,
                  max_instances: int = 50, nms_iou: float = PostprocessConfig.nms_iou,
                  refine_masks: bool = PostprocessConfig.refine,
-                 nms_method: str = PostprocessConfig.nms_method, complete_hidden: bool = True) -> None:
+                 nms_method: str = PostprocessConfig.nms_method, complete_hidden: bool = True,
+                 completion_flip: bool | None = None) -> None:
         self.model = model
         self.meta = meta
         self._device = device
@@ -77,19 +81,20 @@ class AmodalPredictor:
         self.last_timings_ms: dict[str, float] = {}
         self.complete_hidden = bool(complete_hidden)
         self.completer = None if model.completion is None else HiddenCompleter(
-            model.cfg.completion, model.cfg.num_classes, torch_runner(model.completion, device))
+            with_flip(model.cfg.completion, completion_flip), model.cfg.num_classes,
+            torch_runner(model.completion, device))
 
     @classmethod
     def from_checkpoint(cls, path: str | Path | None = None, device: str = "auto", score_threshold: float = 0.5,
                         max_instances: int = 50, nms_iou: float = PostprocessConfig.nms_iou,
                         refine_masks: bool = PostprocessConfig.refine,
                         nms_method: str = PostprocessConfig.nms_method,
-                        complete_hidden: bool = True) -> "AmodalPredictor":
+                        complete_hidden: bool = True, completion_flip: bool | None = None) -> "AmodalPredictor":
         """Load ``path`` (default :data:`DEFAULT_CHECKPOINT`) on ``device`` (auto|cpu|cuda)."""
         dev = resolve_device(device)
         model, meta = load_checkpoint(DEFAULT_CHECKPOINT if path is None else path, dev)
         return cls(model, meta, dev, score_threshold, max_instances, nms_iou, refine_masks, nms_method,
-                   complete_hidden)
+                   complete_hidden, completion_flip)
 
     @property
     def device(self) -> str:
