@@ -292,3 +292,13 @@ def test_train_completion_run_writes_a_checkpoint_the_predictor_uses(tmp_path):
     with pytest.raises(CheckpointError, match="no completion network"):
         run(src, [str(data)], [], tmp_path / "x.safetensors", ccfg, CompletionTrainConfig(steps=1),
             device="cpu", progress=False, crop_cache=tmp_path / "crops", init=src)
+
+
+def test_train_completion_cli_passes_the_weight_decay_to_the_config(tmp_path, capsys):
+    """A negative weight decay reaches CompletionTrainConfig, which refuses it before any work."""
+    from ros2_amodal_seg.cli import main
+
+    rc = main(["train-completion", "--data", str(tmp_path), "--out", str(tmp_path / "o.safetensors"),
+               "--weight-decay", "-1"])
+    assert rc != 0
+    assert "weight_decay" in capsys.readouterr().err

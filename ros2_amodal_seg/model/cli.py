@@ -48,8 +48,8 @@ def _train_completion(args: argparse.Namespace) -> int:
 
     ccfg = load_yaml_config(ModelConfig, args.model_config).completion
     tcfg = load_yaml_config(CompletionTrainConfig, args.train_config, "completion")
-    over = {k: v for k, v in {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr}.items()
-            if v is not None}
+    over = {k: v for k, v in {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr,
+                              "weight_decay": args.weight_decay}.items() if v is not None}
     tcfg = dataclasses.replace(tcfg, **over)
     if args.threads:
         import torch  # noqa: PLC0415
@@ -147,6 +147,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, help="optimiser steps")
     p.add_argument("--batch-size", type=int, help="crops per step")
     p.add_argument("--lr", type=float, help="peak learning rate")
+    p.add_argument("--weight-decay", type=float, help="AdamW weight decay")
     p.add_argument("--init", metavar="CKPT", help="train this checkpoint's completion network further "
                                                  "(a new cosine cycle) instead of a fresh one")
     p.add_argument("--threads", type=int, help="torch CPU threads")
