@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-instances", type=int, default=50, help="node max_instances")
     ap.add_argument("--no-refine", action="store_true", help="node refine_masks false (plain bilinear masks)")
     ap.add_argument("--no-completion", action="store_true", help="node complete_hidden false")
-    ap.add_argument("--no-completion-flip", action="store_true", help="node completion_flip false")
+    ap.add_argument("--completion-flip", action="store_true", help="node completion_flip true (default false)")
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = ap.parse_args(argv)
 
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     params = {"checkpoint": args.checkpoint, "device": args.device, "torch_threads": args.torch_threads,
               "score_threshold": args.score_threshold, "max_instances": args.max_instances,
               "refine_masks": not args.no_refine, "complete_hidden": not args.no_completion,
-              "completion_flip": not args.no_completion_flip,
+              "completion_flip": args.completion_flip,
               "T_camera_lidar": [float(v) for v in f.T_camera_lidar.ravel()],
               "T_base_camera": [float(v) for v in f.T_base_camera.ravel()],
               "sync_cloud_wait_s": 0.5, "diagnostics_period_s": 1.0, "publish_overlay": False}
