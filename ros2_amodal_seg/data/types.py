@@ -11,6 +11,18 @@ from pathlib import Path
 import numpy as np
 
 
+
+def read_rgb(path: str | Path) -> np.ndarray:
+    """``[H, W, 3]`` uint8 RGB from an image file (DatasetError if it cannot be read)."""
+    import cv2
+
+    from ros2_amodal_seg.errors import DatasetError
+
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if img is None:
+        raise DatasetError(f"cannot read an image from {path}")
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
 @dataclass
 class AmodalAnnotation:
     """One ground-truth object.
@@ -65,14 +77,7 @@ class AmodalSample:
 
     def load_image(self) -> np.ndarray:
         """``[H, W, 3]`` uint8 RGB."""
-        import cv2
-
-        from ros2_amodal_seg.errors import DatasetError
-
-        img = cv2.imread(str(self.file_name), cv2.IMREAD_COLOR)
-        if img is None:
-            raise DatasetError(f"cannot read image {self.file_name}")
-        return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+        return read_rgb(self.file_name)
 
     def load_lidar(self) -> np.ndarray | None:
         """``[N, 4]`` float32 (x, y, z, intensity) in the lidar frame, or None."""

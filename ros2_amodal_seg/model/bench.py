@@ -12,11 +12,10 @@ import os
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 
-from ros2_amodal_seg.errors import InvalidInputError
+from ros2_amodal_seg.data.types import read_rgb
 from ros2_amodal_seg.model.predictor import DEFAULT_CHECKPOINT, AmodalPredictor, resolve_device
 
 
@@ -41,14 +40,6 @@ def build_hf_mask2former():
     return Mask2FormerForUniversalSegmentation(Mask2FormerConfig(backbone_config=bc, num_labels=5)).eval()
 
 
-def _read_rgb(path: str | Path) -> np.ndarray:
-    """``[H, W, 3]`` uint8 RGB from an image file (InvalidInputError if unreadable)."""
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise InvalidInputError(f"cannot read an image from {path}")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-
-
 def run_bench(checkpoint: str | None = None, device: str = "auto", iters: int = 10, warmup: int = 2,
               compare_hf: bool = True, json_out: str | None = None, score_threshold: float = 0.5,
               image: str | None = None, complete_hidden: bool = True, completion_flip: bool | None = None) -> dict:
@@ -59,7 +50,7 @@ def run_bench(checkpoint: str | None = None, device: str = "auto", iters: int = 
     p = AmodalPredictor.from_checkpoint(path, device=str(dev), score_threshold=score_threshold,
                                         completion_flip=completion_flip)
     p.complete_hidden = complete_hidden
-    img = _read_rgb(image) if image else _bench_image()
+    img = read_rgb(image) if image else _bench_image()
     for _ in range(warmup):
         p.predict(img)
     rows = []

@@ -84,27 +84,17 @@ class CropSet:
     def batch(self, idx: np.ndarray, num_classes: int, flip: np.ndarray | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """``[B, C, S, S]`` float planes (with the class one-hot) and ``[B, S, S]`` float targets,
         on the device the crops are on. ``flip``: ``[B]`` bool, mirror those crops left-right."""
-        if isinstance(self.planes, torch.Tensor):
-            dev = self.planes.device
-            i = torch.as_tensor(idx, device=dev)
-            p = self.planes[i].float() / 255.0                              # [B, P, S, S]
-            t = self.targets[i].float() / 255.0                             # [B, S, S]
-            if flip is not None and flip.any():
-                f = torch.as_tensor(flip, device=dev)
-                p = torch.where(f[:, None, None, None], p.flip(-1), p)
-                t = torch.where(f[:, None, None], t.flip(-1), t)
-            b, _, s, _ = p.shape
-            onehot = F.one_hot(self.classes[i], num_classes).float()[:, :, None, None].expand(b, num_classes, s, s)
-            return torch.cat([p, onehot], 1), t
-        p = self.planes[idx].astype(np.float32) / 255.0
-        t = self.targets[idx].astype(np.float32) / 255.0
+        planes, classes, targets = (torch.as_tensor(a) for a in (self.planes, self.classes, self.targets))
+        i = torch.as_tensor(idx, device=planes.device)
+        p = planes[i].float() / 255.0                                       # [B, P, S, S]
+        t = targets[i].float() / 255.0                                      # [B, S, S]
         if flip is not None and flip.any():
-            p[flip] = p[flip][..., ::-1]
-            t[flip] = t[flip][..., ::-1]
+            f = torch.as_tensor(flip, device=planes.device)
+            p = torch.where(f[:, None, None, None], p.flip(-1), p)
+            t = torch.where(f[:, None, None], t.flip(-1), t)
         b, _, s, _ = p.shape
-        onehot = np.zeros((b, num_classes, s, s), np.float32)
-        onehot[np.arange(b), self.classes[idx]] = 1.0
-        return torch.from_numpy(np.concatenate([p, onehot], 1)), torch.from_numpy(np.ascontiguousarray(t))
+        onehot = F.one_hot(classes[i], num_classes).float()[:, :, None, None].expand(b, num_classes, s, s)
+        return torch.cat([p, onehot], 1), t
 
 
 class CropRecorder:
@@ -173,9 +163,8 @@ def train_completion_net(train: CropSet, val: CropSet | None, cfg: CompletionCon
     if init is not None:
         net.load_state_dict(init.state_dict())
     net = net.to(device).train()
-    if torch.device(device).type != "cpu":
-        train = train.to(device)
-        val = val.to(device) if val is not None else None
+    train = train.to(device)                                # on a CPU: tensor views of the arrays
+    val = val.to(device) if val is not None else None
     opt = torch.optim.AdamW(net.parameters(), lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda k: min(1.0, (k + 1) / 100) * 0.5 * (1 + math.cos(math.pi * min(k, train_cfg.steps) / train_cfg.steps)))
