@@ -28,6 +28,10 @@ class Instances2D:
         scores: ``[N]`` float32 in [0, 1].
         occlusion_rates: ``[N]`` float32 in [0, 1] (predicted).
         order_scores: ``[N]`` float32, relative depth score; **smaller = nearer**.
+        alt_class_ids: ``[N, A]`` int64, the runner-up classes of each instance (most likely
+            first; A = 0 when the model gives none). Same masks, another reading of the class:
+            evaluation may report them as extra, lower-scored detections (``predict --classes-per-instance``).
+        alt_scores: ``[N, A]`` float32, their scores on the same scale as ``scores``.
     """
 
     amodal_masks: np.ndarray
@@ -36,9 +40,18 @@ class Instances2D:
     scores: np.ndarray
     occlusion_rates: np.ndarray
     order_scores: np.ndarray
+    alt_class_ids: np.ndarray | None = None
+    alt_scores: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n = len(self.class_ids)
+        if self.alt_class_ids is None:
+            self.alt_class_ids = np.zeros((n, 0), np.int64)
+        if self.alt_scores is None:
+            self.alt_scores = np.zeros(self.alt_class_ids.shape, np.float32)
+        if self.alt_class_ids.shape != self.alt_scores.shape or self.alt_class_ids.shape[:1] != (n,):
+            raise InvalidInputError(f"alt_class_ids {self.alt_class_ids.shape} and alt_scores "
+                                    f"{self.alt_scores.shape} must both be [N={n}, A]")
         if self.amodal_masks.ndim != 3 or self.amodal_masks.shape != self.visible_masks.shape:
             raise InvalidInputError(
                 f"amodal {self.amodal_masks.shape} and visible {self.visible_masks.shape} masks must both be [N, H, W]")
@@ -65,7 +78,8 @@ class Instances2D:
     def select(self, keep: np.ndarray) -> "Instances2D":
         """Subset by an index or bool array."""
         return Instances2D(self.amodal_masks[keep], self.visible_masks[keep], self.class_ids[keep],
-                           self.scores[keep], self.occlusion_rates[keep], self.order_scores[keep])
+                           self.scores[keep], self.occlusion_rates[keep], self.order_scores[keep],
+                           self.alt_class_ids[keep], self.alt_scores[keep])
 
 
 @dataclass

@@ -4,7 +4,8 @@
 Renders the held-out split when it is missing (``amodal-seg generate --preset P --num N
 --seed 900000 --no-lidar`` for both presets, 640x480; the training data used seeds
 0..1499), merges the two presets into one dataset (street image ids + 100000), runs
-the model over it (score >= 0.05, top 50) and reports:
+the model over it (score >= 0.05, top 50; each instance also under its runner-up class,
+``--classes-per-instance 2``) and reports:
 
 * both presets, tabletop only and street only;
 * the "visible mask used as amodal" baseline (the same predictions with
@@ -70,6 +71,8 @@ def main() -> int:
                     help="run the completion network once per crop, without the mirrored run (faster on a CPU)")
     ap.add_argument("--no-refine", action="store_true",
                     help="plain bilinear mask upsampling, without the guided-filter refinement (ablation)")
+    ap.add_argument("--classes-per-instance", type=int, default=2,
+                    help="entries per instance: its class and runner-ups (amodal-seg predict --classes-per-instance)")
     ap.add_argument("--nms-method", choices=NMS_METHODS, default=PostprocessConfig.nms_method,
                     help="matrix: Matrix NMS; hard: greedy mask NMS at the default IoU (ablation)")
     args = ap.parse_args()
@@ -85,7 +88,7 @@ def main() -> int:
                             PostprocessConfig.nms_iou, refine_masks=not args.no_refine,
                             complete_hidden=not args.no_completion,
                             completion_flip=False if args.no_completion_flip else None,
-                            nms_method=args.nms_method)
+                            nms_method=args.nms_method, classes_per_instance=args.classes_per_instance)
     runs = {
         "both presets": (both, preds),
         "tabletop": (root / "tabletop", [p for p in preds if p["image_id"] < OFFSET]),

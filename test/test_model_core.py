@@ -333,3 +333,38 @@ def test_hidden_region_hand_computed():
     per_image = crit.hidden_regions(tg)
     assert per_image[1] is None
     assert per_image[0][1].tolist() == r1[1, 0].tolist()
+
+
+def test_postprocess_runner_up_classes_and_alternative_predictions():
+    from ros2_amodal_seg.model.predict import instances_to_predictions
+
+    q, h, w = 2, 8, 8
+    cls = np.full((q, 6), -10.0)
+    cls[0, [0, 3]] = [2.0, 1.0]                      # class 1 first, class 4 runner-up (p ratio e^-1)
+    cls[1, 1] = 10
+    am = np.full((q, h, w), -10.0)
+    am[0, :4, :4] = 10
+    am[1, 4:, 4:] = 10
+    inst = postprocess(cls, am, am.copy(), np.zeros(2), np.array([0.1, 0.9]), (16, 16), [1, 2, 3, 4, 5],
+                       PostprocessConfig(score_threshold=0.01))
+    assert inst.class_ids.tolist() == [2, 1]          # by score
+    assert inst.alt_class_ids.shape == (2, 4) and inst.alt_class_ids[1, 0] == 4
+    assert not (inst.alt_class_ids == inst.class_ids[:, None]).any()
+    # same mask quality and NMS decay: the score ratio is the class probability ratio
+    assert inst.alt_scores[1, 0] / inst.scores[1] == pytest.approx(np.exp(-1.0), rel=1e-4)
+    assert (inst.alt_scores <= inst.scores[:, None]).all()
+    assert inst.select(np.array([1])).alt_class_ids.shape == (1, 4)
+
+    one = instances_to_predictions(inst, 7)
+    assert [p["category_id"] for p in one] == [2, 1] and not any("alt_of" in p for p in one)
+    thr = float(inst.alt_scores[1, 0]) - 1e-6        # only instance 1's runner-up reaches it
+    two = instances_to_predictions(inst, 7, classes_per_instance=2, score_threshold=thr)
+    assert two[:2] == one and len(two) == 3
+    alt = two[2]
+    assert alt["alt_of"] == 1 and alt["category_id"] == 4 and alt["score"] < one[1]["score"]
+    assert alt["segmentation"] == one[1]["segmentation"] and alt["occluded_by"] == one[1]["occluded_by"]
+    with pytest.raises(ValueError, match="classes_per_instance"):
+        instances_to_predictions(inst, 7, classes_per_instance=0)
+    with pytest.raises(InvalidInputError, match="alt_class_ids"):
+        Instances2D(inst.amodal_masks, inst.visible_masks, inst.class_ids, inst.scores, inst.occlusion_rates,
+                    inst.order_scores, np.zeros((3, 1), np.int64), np.zeros((3, 1), np.float32))

@@ -83,6 +83,23 @@ def test_occluded_ap_ignores_unoccluded_objects():
     assert 0 < res["amodal_AP"] < 100
 
 
+def test_alternative_class_entries_count_for_ap_only():
+    ds = make_dataset(8)
+    preds = gt_as_predictions(ds)
+    # every object reported once more under a wrong class, lower scored, as "alt_of" its entry
+    index = {}
+    for p in preds:
+        index[p["image_id"]] = index.get(p["image_id"], -1) + 1
+        p["_i"] = index[p["image_id"]]
+    alts = [dict(p, category_id=p["category_id"] % 5 + 1, score=0.3, alt_of=p["_i"]) for p in preds]
+    res = evaluate_predictions(ds, preds + alts, score_threshold=0.2)
+    assert res["amodal_AP"] == pytest.approx(100.0)        # ranked after every true detection
+    assert res["PQ"] == pytest.approx(100.0) and res["order_accuracy"] == 1.0
+    # the same entries without the mark are extra instances: PQ counts them as false positives
+    plain = [{k: v for k, v in a.items() if k != "alt_of"} for a in alts]
+    assert evaluate_predictions(ds, preds + plain, score_threshold=0.2)["PQ"] < 80
+
+
 def test_evaluate_cli(tmp_path):
     d = write_dataset(tmp_path / "ds", 3)
     from ros2_amodal_seg.model.data import load_amodal_dataset

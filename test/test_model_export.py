@@ -82,10 +82,17 @@ def test_predict_cli_on_cocoa_sample(tmp_path):
         assert am.any() and not (vi & ~am).any()
         assert 0 <= p["occlude_rate"] <= 1
         by_img.setdefault(p["image_id"], []).append(p)
+    assert any("alt_of" in p for p in preds)          # the default reports runner-up classes too
     for ps in by_img.values():
-        assert sorted(p["depth_rank"] for p in ps) == list(range(len(ps)))
-        for k, p in enumerate(ps):
-            assert all(0 <= j < len(ps) and j != k for j in p["occluded_by"])
+        main = [p for p in ps if "alt_of" not in p]
+        assert ps[:len(main)] == main                 # instances first, their runner-up classes after
+        assert sorted(p["depth_rank"] for p in main) == list(range(len(main)))
+        for k, p in enumerate(main):
+            assert all(0 <= j < len(main) and j != k for j in p["occluded_by"])
+        for p in ps[len(main):]:
+            m = main[p["alt_of"]]
+            assert p["category_id"] != m["category_id"] and p["score"] <= m["score"]
+            assert p["segmentation"] == m["segmentation"] and p["depth_rank"] == m["depth_rank"]
 
 
 @pytest.mark.skipif(not COCOA.is_dir(), reason="COCOA sample not present")

@@ -97,7 +97,8 @@ def evaluate_predictions(gt: AmodalDataset | str | Path, preds: list[dict], scor
         gt: the ground truth, or a path any loader reads.
         preds: formats.md prediction dicts (``segmentation`` = amodal RLE, ``visible_mask`` RLE,
             ``occlude_rate``, ``depth_rank`` or ``occluded_by``).
-        score_threshold: predictions used for occlusion MAE, order accuracy and PQ (AP uses all).
+        score_threshold: predictions used for occlusion MAE, order accuracy and PQ (AP uses all;
+            those three skip the ``alt_of`` entries, another class reading of an instance).
 
     Returns:
         dict with amodal_AP/AP50/AP75, visible_AP/AP50/AP75, occluded_AP/AP50 (COCO AP x 100),
@@ -134,10 +135,11 @@ def evaluate_predictions(gt: AmodalDataset | str | Path, preds: list[dict], scor
     res.update(occluded_AP=100 * max(st[0], 0), occluded_AP50=100 * max(st[1], 0),
                num_occluded_gt=sum(a.occlude_rate > OCCLUDED_THRESHOLD for s in gt.samples for a in s.annotations))
 
-    # per-image matching for MAE, order, PQ
+    # per-image matching for MAE, order, PQ: instances only (an "alt_of" entry repeats one under
+    # another class; AP ranks it as a detection, but it is not another object)
     by_img: dict[int, list[dict]] = {}
     for p in preds:
-        if float(p["score"]) >= score_threshold:
+        if float(p["score"]) >= score_threshold and "alt_of" not in p:
             by_img.setdefault(int(p["image_id"]), []).append(p)
     occ_err: list[float] = []
     order_ok = order_n = 0

@@ -166,11 +166,19 @@ def postprocess(class_logits: np.ndarray, amodal_logits: np.ndarray, visible_log
         am = completer(am, vi, amodal_logits[cand], visible_logits[cand], cls_idx[cand])
     nonempty = am.reshape(len(cand), -1).any(1)
     cand, am, vi = cand[nonempty], am[nonempty], vi[nonempty]
+    # runner-up classes: the same query read as another class, scored with the same mask
+    # quality and NMS decay (score / class probability), as Mask2Former ranks (query, class) pairs
+    fg = prob[cand, :-1]                                                   # [N, K]
+    alt = np.argsort(-fg, axis=1, kind="stable")[:, 1:]                    # [N, K-1]
+    ratio = scores[cand] / np.maximum(cls_score[cand], 1e-12)              # [N]
+    table = np.asarray(class_ids, np.int64)
     return Instances2D(amodal_masks=am, visible_masks=vi,
-                       class_ids=np.array([class_ids[i] for i in cls_idx[cand]], np.int64),
+                       class_ids=table[cls_idx[cand]],
                        scores=scores[cand].astype(np.float32),
                        occlusion_rates=np.clip(occlusion_rates[cand], 0, 1).astype(np.float32),
-                       order_scores=order_scores[cand].astype(np.float32))
+                       order_scores=order_scores[cand].astype(np.float32),
+                       alt_class_ids=table[alt],
+                       alt_scores=(np.take_along_axis(fg, alt, 1) * ratio[:, None]).astype(np.float32))
 
 
 def depth_ranks(order_scores: np.ndarray) -> np.ndarray:

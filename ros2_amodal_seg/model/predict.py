@@ -8,26 +8,43 @@ from ros2_amodal_seg.model.postprocess import PostprocessConfig, depth_ranks, oc
 from ros2_amodal_seg.types import Instances2D
 
 
-def instances_to_predictions(inst: Instances2D, image_id: int) -> list[dict]:
-    """One image's instances -> formats.md prediction dicts (``occluded_by`` indexes this image's list)."""
+def instances_to_predictions(inst: Instances2D, image_id: int, classes_per_instance: int = 1,
+                             score_threshold: float = 0.0) -> list[dict]:
+    """One image's instances -> formats.md prediction dicts (``occluded_by`` indexes this image's list).
+
+    With ``classes_per_instance`` k > 1, each instance is also reported under its k - 1 runner-up
+    classes (``inst.alt_class_ids``) whose score reaches ``score_threshold``: the same masks and
+    relations, a lower score, and ``"alt_of"`` = the index of the instance's main entry. This is
+    how mask-classification models are scored for COCO AP (Mask2Former ranks (query, class)
+    pairs); the main entries come first, in the instances' order, so their indices, depth ranks
+    and ``occluded_by`` lists are unchanged.
+    """
     if len(inst) == 0:
         return []
+    if classes_per_instance < 1:
+        raise ValueError(f"classes_per_instance must be >= 1, got {classes_per_instance}")
     ranks = depth_ranks(inst.order_scores)
     occ_by = occluded_by(inst)
     am = M.encode_batch(inst.amodal_masks)
     vi = M.encode_batch(inst.visible_masks)
-    return [{"image_id": int(image_id), "category_id": int(inst.class_ids[i]), "score": float(inst.scores[i]),
-             "segmentation": am[i], "visible_mask": vi[i], "occlude_rate": float(inst.occlusion_rates[i]),
-             "depth_rank": int(ranks[i]), "order_score": float(inst.order_scores[i]), "occluded_by": occ_by[i]}
-            for i in range(len(inst))]
+    out = [{"image_id": int(image_id), "category_id": int(inst.class_ids[i]), "score": float(inst.scores[i]),
+            "segmentation": am[i], "visible_mask": vi[i], "occlude_rate": float(inst.occlusion_rates[i]),
+            "depth_rank": int(ranks[i]), "order_score": float(inst.order_scores[i]), "occluded_by": occ_by[i]}
+           for i in range(len(inst))]
+    for i in range(len(inst)):
+        for c, s in zip(inst.alt_class_ids[i, :classes_per_instance - 1], inst.alt_scores[i, :classes_per_instance - 1]):
+            if s >= score_threshold:
+                out.append(dict(out[i], category_id=int(c), score=float(s), alt_of=i))
+    return out
 
 
 def predict_to_file(dataset_path: str, out_path: str, checkpoint: str | None = None, device: str = "auto",
                     score_threshold: float = 0.05, max_instances: int = 50, nms_iou: float = PostprocessConfig.nms_iou,
                     onnx: str | None = None, refine_masks: bool = PostprocessConfig.refine,
                     nms_method: str = PostprocessConfig.nms_method, complete_hidden: bool = True,
-                    completion_flip: bool | None = None) -> list[dict]:
-    """Predict every image of ``dataset_path`` (any layout the loader reads) and write ``out_path``."""
+                    completion_flip: bool | None = None, classes_per_instance: int = 2) -> list[dict]:
+    """Predict every image of ``dataset_path`` (any layout the loader reads) and write ``out_path``
+    (``classes_per_instance``: see :func:`instances_to_predictions`)."""
     import json  # noqa: PLC0415
     from pathlib import Path  # noqa: PLC0415
 
@@ -51,7 +68,8 @@ def predict_to_file(dataset_path: str, out_path: str, checkpoint: str | None = N
                                                complete_hidden=complete_hidden, completion_flip=completion_flip)
     out: list[dict] = []
     for s in tqdm(ds.samples, desc="predict", unit="img"):
-        out.extend(instances_to_predictions(pred.predict(s.load_image()), s.image_id))
+        out.extend(instances_to_predictions(pred.predict(s.load_image()), s.image_id, classes_per_instance,
+                                            score_threshold))
     Path(out_path).parent.mkdir(parents=True, exist_ok=True)
     Path(out_path).write_text(json.dumps(out))
     return out
