@@ -11,10 +11,9 @@ import torch
 
 from ros2_amodal_seg.errors import CheckpointError
 from ros2_amodal_seg.model.checkpoint import load_checkpoint
-from ros2_amodal_seg.model.completion import HiddenCompleter, with_flip
 from ros2_amodal_seg.model.model import ExportWrapper, ModelConfig
-from ros2_amodal_seg.model.postprocess import PostprocessConfig, postprocess
-from ros2_amodal_seg.model.predictor import DEFAULT_CHECKPOINT, check_image, preprocess
+from ros2_amodal_seg.model.postprocess import PostprocessConfig
+from ros2_amodal_seg.model.predictor import DEFAULT_CHECKPOINT, PostprocessingPredictor, check_image, preprocess
 from ros2_amodal_seg.types import Instances2D
 
 OUTPUT_NAMES = ("class_logits", "amodal_logits", "visible_logits", "occlusion_rates", "order_scores")
@@ -56,7 +55,7 @@ def completion_onnx_path(onnx_path: str | Path) -> Path:
     return Path(onnx_path).with_suffix(".completion.onnx")
 
 
-class OnnxPredictor:
+class OnnxPredictor(PostprocessingPredictor):
     """Same interface as :class:`AmodalPredictor` (``predict``, thresholds, timings) on ONNX Runtime."""
 
     def __init__(self, onnx_path: str | Path, score_threshold: float = 0.5, max_instances: int = 50,
@@ -82,16 +81,9 @@ class OnnxPredictor:
         self.class_names = {int(k): str(v) for k, v in self.meta["classes"]}
         self.class_ids = sorted(self.class_names)
         self.input_size = tuple(int(v) for v in self.meta["input_size"])
-        self.score_threshold = float(score_threshold)
-        self.max_instances = int(max_instances)
-        self.nms_iou = float(nms_iou)
-        self.refine_masks = bool(refine_masks)
-        self.nms_method = str(nms_method)
-        PostprocessConfig(nms_iou=self.nms_iou, nms_method=self.nms_method)  # validate early
+        self._init_postprocessing(score_threshold, max_instances, nms_iou, refine_masks, nms_method,
+                                  complete_hidden)
         self.device = "cpu"
-        self.last_timings_ms: dict[str, float] = {}
-        self.complete_hidden = bool(complete_hidden)
-        self.completer = None
         ccfg = ModelConfig.from_dict(self.meta["model_config"]).completion
         if ccfg.enabled:
             cp = completion_onnx_path(p)
@@ -103,7 +95,7 @@ class OnnxPredictor:
             def run(planes: np.ndarray) -> np.ndarray:
                 return comp.run(["logits"], {"planes": planes.astype(np.float32)})[0]
 
-            self.completer = HiddenCompleter(with_flip(ccfg, completion_flip), len(self.class_ids), run)
+            self._set_completer(ccfg, len(self.class_ids), run, completion_flip)
 
     def raw(self, image_rgb: np.ndarray) -> list[np.ndarray]:
         """Network outputs for one image (batch dimension removed)."""
@@ -117,14 +109,9 @@ class OnnxPredictor:
         t1 = time.perf_counter()
         outs = [o[0] for o in self.session.run(list(OUTPUT_NAMES), {"image": x})]
         t2 = time.perf_counter()
-        inst = postprocess(*outs, image_size=image_rgb.shape[:2], class_ids=self.class_ids,
-                           cfg=PostprocessConfig(self.score_threshold, self.max_instances, nms_iou=self.nms_iou,
-                                                 nms_method=self.nms_method, refine=self.refine_masks),
-                           image=image_rgb, completer=self.completer if self.complete_hidden else None)
-        t3 = time.perf_counter()
-        comp = self.completer.last_ms if self.completer is not None and self.complete_hidden else 0.0
+        inst, post_ms, comp_ms = self._postprocess(outs, image_rgb)
         self.last_timings_ms = {"preprocess": (t1 - t0) * 1e3, "network": (t2 - t1) * 1e3,
-                                "postprocess": (t3 - t2) * 1e3 - comp, "completion": comp}
+                                "postprocess": post_ms, "completion": comp_ms}
         return inst
 
     def close(self) -> None:

@@ -10,7 +10,7 @@ import torch
 
 from ros2_amodal_seg.errors import CheckpointError, InvalidInputError
 from ros2_amodal_seg.model.checkpoint import load_checkpoint
-from ros2_amodal_seg.model.completion import HiddenCompleter, torch_runner, with_flip
+from ros2_amodal_seg.model.completion import CompletionConfig, HiddenCompleter, torch_runner, with_flip
 from ros2_amodal_seg.model.model import AmodalSegModel
 from ros2_amodal_seg.model.postprocess import PostprocessConfig, postprocess
 from ros2_amodal_seg.types import Instances2D
@@ -49,7 +49,41 @@ def preprocess(image_rgb: np.ndarray, height: int, width: int) -> np.ndarray:
     return np.ascontiguousarray(x.transpose(2, 0, 1)[None].astype(np.float32))
 
 
-class AmodalPredictor:
+class PostprocessingPredictor:
+    """What the torch and the ONNX Runtime predictors share: the post-processing settings (plain
+    attributes that can be changed between calls), the hidden-part completer and the
+    post-processing call with its timing split."""
+
+    def _init_postprocessing(self, score_threshold: float, max_instances: int, nms_iou: float,
+                             refine_masks: bool, nms_method: str, complete_hidden: bool) -> None:
+        self.score_threshold = float(score_threshold)
+        self.max_instances = int(max_instances)
+        self.nms_iou = float(nms_iou)
+        self.refine_masks = bool(refine_masks)
+        self.nms_method = str(nms_method)
+        PostprocessConfig(nms_iou=self.nms_iou, nms_method=self.nms_method)  # validate early
+        self.complete_hidden = bool(complete_hidden)
+        self.completer: HiddenCompleter | None = None
+        self.last_timings_ms: dict[str, float] = {}
+
+    def _set_completer(self, cfg: CompletionConfig, num_classes: int, run, completion_flip: bool | None) -> None:
+        """Use the completion network ``run`` (``[N, C, S, S]`` planes -> ``[N, S, S]`` logits);
+        ``completion_flip`` None keeps the checkpoint's ``cfg.flip_average``."""
+        self.completer = HiddenCompleter(with_flip(cfg, completion_flip), num_classes, run)
+
+    def _postprocess(self, outs: list[np.ndarray], image_rgb: np.ndarray) -> tuple[Instances2D, float, float]:
+        """Raw outputs of one image -> ``(instances, post-processing ms without completion, completion ms)``."""
+        t0 = time.perf_counter()
+        use = self.completer if self.complete_hidden else None
+        inst = postprocess(*outs, image_size=image_rgb.shape[:2], class_ids=self.class_ids,
+                           cfg=PostprocessConfig(self.score_threshold, self.max_instances, nms_iou=self.nms_iou,
+                                                 nms_method=self.nms_method, refine=self.refine_masks),
+                           image=image_rgb, completer=use)
+        comp = use.last_ms if use is not None else 0.0
+        return inst, (time.perf_counter() - t0) * 1e3 - comp, comp
+
+
+class AmodalPredictor(PostprocessingPredictor):
     """Loads a checkpoint once; :meth:`predict` maps an RGB image to :class:`Instances2D`.
 
     ``score_threshold``, ``max_instances``, ``nms_method``, ``nms_iou``, ``refine_masks`` (guided-filter
@@ -69,20 +103,14 @@ class AmodalPredictor:
         self.model = model
         self.meta = meta
         self._device = device
-        self.score_threshold = float(score_threshold)
-        self.max_instances = int(max_instances)
-        self.nms_iou = float(nms_iou)
-        self.refine_masks = bool(refine_masks)
-        self.nms_method = str(nms_method)
-        PostprocessConfig(nms_iou=self.nms_iou, nms_method=self.nms_method)  # validate early
+        self._init_postprocessing(score_threshold, max_instances, nms_iou, refine_masks, nms_method,
+                                  complete_hidden)
         self.class_names: dict[int, str] = dict(meta["classes_dict"])
         self.class_ids: list[int] = sorted(self.class_names)
         self.input_size: tuple[int, int] = (model.cfg.input_height, model.cfg.input_width)
-        self.last_timings_ms: dict[str, float] = {}
-        self.complete_hidden = bool(complete_hidden)
-        self.completer = None if model.completion is None else HiddenCompleter(
-            with_flip(model.cfg.completion, completion_flip), model.cfg.num_classes,
-            torch_runner(model.completion, device))
+        if model.completion is not None:
+            self._set_completer(model.cfg.completion, model.cfg.num_classes, torch_runner(model.completion, device),
+                                completion_flip)
 
     @classmethod
     def from_checkpoint(cls, path: str | Path | None = None, device: str = "auto", score_threshold: float = 0.5,
@@ -124,15 +152,9 @@ class AmodalPredictor:
         outs = [t[0].float().cpu().numpy() for t in (f.scored_class_logits(), f.amodal_logits, f.visible_logits,
                                                       f.occlusion_rates, f.order_scores)]
         t3 = time.perf_counter()
-        inst = postprocess(*outs, image_size=image_rgb.shape[:2], class_ids=self.class_ids,
-                           cfg=PostprocessConfig(self.score_threshold, self.max_instances, nms_iou=self.nms_iou,
-                                                 nms_method=self.nms_method, refine=self.refine_masks),
-                           image=image_rgb, completer=self.completer if self.complete_hidden else None)
-        t4 = time.perf_counter()
-        comp = self.completer.last_ms if self.completer is not None and self.complete_hidden else 0.0
+        inst, post_ms, comp_ms = self._postprocess(outs, image_rgb)
         self.last_timings_ms = {"preprocess": (t1 - t0) * 1e3, "backbone": (t2 - t1) * 1e3,
-                                "decoder": (t3 - t2) * 1e3, "postprocess": (t4 - t3) * 1e3 - comp,
-                                "completion": comp}
+                                "decoder": (t3 - t2) * 1e3, "postprocess": post_ms, "completion": comp_ms}
         return inst
 
     def close(self) -> None:
