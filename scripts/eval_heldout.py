@@ -52,6 +52,7 @@ def ensure_split(root: Path, num: int, seed: int) -> Path:
 
 
 def main() -> int:
+    from ros2_amodal_seg.model.cli import positive_int  # noqa: PLC0415
     from ros2_amodal_seg.model.postprocess import NMS_METHODS, PostprocessConfig  # noqa: PLC0415  (no torch)
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -71,7 +72,7 @@ def main() -> int:
                     help="run the completion network once per crop, without the mirrored run (faster on a CPU)")
     ap.add_argument("--no-refine", action="store_true",
                     help="plain bilinear mask upsampling, without the guided-filter refinement (ablation)")
-    ap.add_argument("--classes-per-instance", type=int, default=2,
+    ap.add_argument("--classes-per-instance", type=positive_int, default=2, metavar="K",
                     help="entries per instance: its class and runner-ups (amodal-seg predict --classes-per-instance)")
     ap.add_argument("--nms-method", choices=NMS_METHODS, default=PostprocessConfig.nms_method,
                     help="matrix: Matrix NMS; hard: greedy mask NMS at the default IoU (ablation)")

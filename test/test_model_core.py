@@ -1,6 +1,7 @@
 """Model core: shapes/backward, matcher, losses, NMS, post-processing, augmentation, checkpoints."""
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 
@@ -12,6 +13,7 @@ import torch
 from ros2_amodal_seg.errors import CheckpointError, InvalidInputError
 from ros2_amodal_seg.model.augment import SampleArrays, paste_occluder
 from ros2_amodal_seg.model.checkpoint import load_checkpoint, save_checkpoint
+from ros2_amodal_seg.model.cli import positive_int
 from ros2_amodal_seg.model.criterion import LossConfig, SetCriterion, dice_loss, hidden_region, order_loss
 from ros2_amodal_seg.model.matcher import hungarian_match
 from ros2_amodal_seg.model.model import AmodalSegModel
@@ -365,6 +367,9 @@ def test_postprocess_runner_up_classes_and_alternative_predictions():
     assert alt["segmentation"] == one[1]["segmentation"] and alt["occluded_by"] == one[1]["occluded_by"]
     with pytest.raises(ValueError, match="classes_per_instance"):
         instances_to_predictions(inst, 7, classes_per_instance=0)
+    assert positive_int("2") == 2
+    with pytest.raises(argparse.ArgumentTypeError, match=">= 1"):
+        positive_int("0")
     with pytest.raises(InvalidInputError, match="alt_class_ids"):
         Instances2D(inst.amodal_masks, inst.visible_masks, inst.class_ids, inst.scores, inst.occlusion_rates,
                     inst.order_scores, np.zeros((3, 1), np.int64), np.zeros((3, 1), np.float32))

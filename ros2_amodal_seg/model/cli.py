@@ -8,6 +8,14 @@ from pathlib import Path
 REPO_CONFIG = Path(__file__).resolve().parents[2] / "config"
 
 
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    v = int(text)
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
+    return v
+
+
 def _default_cfg(name: str) -> str | None:
     p = REPO_CONFIG / name
     return str(p) if p.is_file() else None
@@ -179,7 +187,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "gives them)")
     p.add_argument("--no-completion-flip", action="store_true",
                    help="run the completion network once per crop, without the mirrored run (faster on a CPU)")
-    p.add_argument("--classes-per-instance", type=int, default=2,
+    p.add_argument("--classes-per-instance", type=positive_int, default=2, metavar="K",
                    help="report each instance under its runner-up classes too, up to this many classes in all "
                         "(same masks, lower scores, marked 'alt_of': drop those entries for one per object), as "
                         "Mask2Former is scored for COCO AP; 1 = one entry per instance")
