@@ -42,6 +42,25 @@ def test_gt_as_prediction_is_perfect():
         assert res[k] == pytest.approx(100.0), k
     assert res["occlusion_mae"] == pytest.approx(0.0, abs=1e-9)
     assert res["order_pairs"] > 0 and res["order_accuracy"] == 1.0
+    bins = res["recall_by_occlusion"]
+    assert sum(b["num_gt"] for b in bins) == res["num_gt"] and sum(b["num_gt"] > 0 for b in bins) >= 2
+    for b in bins:
+        if b["num_gt"]:
+            assert b["recall50"] == b["recall50_any_class"] == b["mean_best_iou"] == 1.0
+
+
+def test_recall_by_occlusion_separates_class_from_mask_errors():
+    ds = make_dataset(8)
+    wrong = [dict(p, category_id=p["category_id"] % 5 + 1) for p in gt_as_predictions(ds)]
+    res = evaluate_predictions(ds, wrong)
+    for b in res["recall_by_occlusion"]:
+        if b["num_gt"]:
+            # (a relabelled neighbour may overlap a little)
+            assert b["recall50"] == 0.0 and b["recall50_any_class"] == 1.0 and b["mean_best_iou"] < 0.2
+    # bins by hand: occlusion 0.15 is unoccluded, just above it is the next bin, 1.0 the last
+    from ros2_amodal_seg.model.evaluate import _occlusion_bin
+
+    assert [_occlusion_bin(r) for r in (0.0, 0.15, 0.1501, 0.5, 0.7, 0.71, 1.0)] == [0, 0, 1, 2, 3, 4, 4]
 
 
 def test_repeated_annotation_ids_across_images_lose_nothing():

@@ -20,6 +20,8 @@ from ros2_amodal_seg.data.types import AmodalDataset
 from ros2_amodal_seg.errors import InvalidInputError
 
 OCCLUDED_THRESHOLD = 0.15
+#: ground-truth occlusion-rate bins of the recall breakdown (lower bound exclusive, except the first)
+OCCLUSION_BINS = ((0.0, 0.15), (0.15, 0.3), (0.3, 0.5), (0.5, 0.7), (0.7, 1.0))
 
 
 def _coco_gt(ds: AmodalDataset, use_visible: bool) -> dict:
@@ -74,6 +76,14 @@ def _pred_for(preds: list[dict], key: str) -> list[dict]:
     return out
 
 
+def _occlusion_bin(rate: float) -> int:
+    """Index of the :data:`OCCLUSION_BINS` bin holding a ground-truth occlusion rate."""
+    for k, (_, hi) in enumerate(OCCLUSION_BINS):
+        if rate <= hi:
+            return k
+    return len(OCCLUSION_BINS) - 1
+
+
 def _greedy_match(iou: np.ndarray, scores: np.ndarray, thr: float) -> dict[int, int]:
     """pred index -> gt index, greedy by descending score, IoU >= thr, one-to-one."""
     used: set[int] = set()
@@ -102,7 +112,10 @@ def evaluate_predictions(gt: AmodalDataset | str | Path, preds: list[dict], scor
 
     Returns:
         dict with amodal_AP/AP50/AP75, visible_AP/AP50/AP75, occluded_AP/AP50 (COCO AP x 100),
-        occlusion_mae, order_accuracy (+ order_pairs), PQ/SQ/RQ (x 100, visible masks), counts.
+        occlusion_mae, order_accuracy (+ order_pairs), PQ/SQ/RQ (x 100, visible masks), counts, and
+        ``recall_by_occlusion``: per ground-truth occlusion bin (:data:`OCCLUSION_BINS`) the share of
+        objects whose best prediction at ``score_threshold`` reaches amodal IoU 0.5 with the right
+        class (``recall50``) or any class, and that best same-class IoU's mean.
     """
     if not isinstance(gt, AmodalDataset):
         from ros2_amodal_seg.model.data import load_amodal_dataset  # noqa: PLC0415
@@ -142,6 +155,7 @@ def evaluate_predictions(gt: AmodalDataset | str | Path, preds: list[dict], scor
         if float(p["score"]) >= score_threshold and "alt_of" not in p:
             by_img.setdefault(int(p["image_id"]), []).append(p)
     occ_err: list[float] = []
+    bins = [[0, 0.0, 0.0, 0.0] for _ in OCCLUSION_BINS]      # [n, same-class hits, any-class hits, IoU sum]
     order_ok = order_n = 0
     tp = fp = fn = 0
     iou_sum = 0.0
@@ -157,6 +171,17 @@ def evaluate_predictions(gt: AmodalDataset | str | Path, preds: list[dict], scor
         scores = np.array([float(p["score"]) for p in ps])
         iou_a = M.iou_matrix(p_am, g_am) if len(ps) and len(anns) else np.zeros((len(ps), len(anns)))
         match = _greedy_match(iou_a, scores, 0.5)
+        if len(anns):
+            same_cls = np.array([[int(p["category_id"]) == int(a.category_id) for a in anns] for p in ps],
+                                bool).reshape(iou_a.shape)
+            best_any = iou_a.max(0) if len(ps) else np.zeros(len(anns))
+            best_same = np.where(same_cls, iou_a, 0.0).max(0) if len(ps) else np.zeros(len(anns))
+            for k, a in enumerate(anns):
+                b = _occlusion_bin(float(a.occlude_rate))
+                bins[b][0] += 1
+                bins[b][1] += float(best_same[k] >= 0.5)
+                bins[b][2] += float(best_any[k] >= 0.5)
+                bins[b][3] += float(best_same[k])
         for pi, gi in match.items():
             if "occlude_rate" in ps[pi]:
                 occ_err.append(abs(float(ps[pi]["occlude_rate"]) - float(anns[gi].occlude_rate)))
@@ -190,7 +215,11 @@ def evaluate_predictions(gt: AmodalDataset | str | Path, preds: list[dict], scor
         occlusion_mae=float(np.mean(occ_err)) if occ_err else float("nan"), occlusion_matched=len(occ_err),
         order_accuracy=order_ok / order_n if order_n else float("nan"), order_pairs=order_n,
         PQ=100 * iou_sum / denom if denom else 0.0, SQ=100 * iou_sum / tp if tp else 0.0,
-        RQ=100 * tp / denom if denom else 0.0)
+        RQ=100 * tp / denom if denom else 0.0,
+        recall_by_occlusion=[{"occlusion": list(r), "num_gt": n, "recall50": h / n if n else float("nan"),
+                              "recall50_any_class": ha / n if n else float("nan"),
+                              "mean_best_iou": si / n if n else float("nan")}
+                             for r, (n, h, ha, si) in zip(OCCLUSION_BINS, bins)])
     return {k: (float(v) if isinstance(v, (np.floating, float)) else v) for k, v in res.items()}
 
 
@@ -222,4 +251,12 @@ def plot_pr(res: dict, path: str | Path) -> None:
 def format_table(res: dict) -> str:
     keys = ["amodal_AP", "amodal_AP50", "amodal_AP75", "visible_AP", "occluded_AP", "occlusion_mae",
             "order_accuracy", "PQ", "SQ", "RQ"]
-    return "\n".join(f"{k:>15}: {res[k]:.3f}" for k in keys if k in res)
+    lines = [f"{k:>15}: {res[k]:.3f}" for k in keys if k in res]
+    if res.get("recall_by_occlusion"):
+        lines.append("recall at IoU 0.5 by ground-truth occlusion (predictions at the score threshold):")
+        lines.append(f"{'occlusion':>15}  {'objects':>7}  {'same class':>10}  {'any class':>9}  {'best IoU':>8}")
+        for b in res["recall_by_occlusion"]:
+            lo, hi = b["occlusion"]
+            lines.append(f"{f'{lo:.2f}-{hi:.2f}':>15}  {b['num_gt']:>7d}  {b['recall50']:>10.3f}  "
+                         f"{b['recall50_any_class']:>9.3f}  {b['mean_best_iou']:>8.3f}")
+    return "\n".join(lines)
