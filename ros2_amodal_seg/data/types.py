@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 
 
-
 def read_rgb(path: str | Path) -> np.ndarray:
     """``[H, W, 3]`` uint8 RGB from an image file (DatasetError if it cannot be read)."""
     import cv2
@@ -22,6 +21,7 @@ def read_rgb(path: str | Path) -> np.ndarray:
     if img is None:
         raise DatasetError(f"cannot read an image from {path}")
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
 
 @dataclass
 class AmodalAnnotation:

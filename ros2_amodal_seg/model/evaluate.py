@@ -171,11 +171,11 @@ def evaluate_predictions(gt: AmodalDataset | str | Path, preds: list[dict], scor
         scores = np.array([float(p["score"]) for p in ps])
         iou_a = M.iou_matrix(p_am, g_am) if len(ps) and len(anns) else np.zeros((len(ps), len(anns)))
         match = _greedy_match(iou_a, scores, 0.5)
+        same = np.array([[int(p["category_id"]) == int(a.category_id) for a in anns] for p in ps],
+                        bool).reshape(iou_a.shape)                    # [P, G] same class
         if len(anns):
-            same_cls = np.array([[int(p["category_id"]) == int(a.category_id) for a in anns] for p in ps],
-                                bool).reshape(iou_a.shape)
             best_any = iou_a.max(0) if len(ps) else np.zeros(len(anns))
-            best_same = np.where(same_cls, iou_a, 0.0).max(0) if len(ps) else np.zeros(len(anns))
+            best_same = np.where(same, iou_a, 0.0).max(0) if len(ps) else np.zeros(len(anns))
             for k, a in enumerate(anns):
                 b = _occlusion_bin(float(a.occlude_rate))
                 bins[b][0] += 1
@@ -204,7 +204,6 @@ def evaluate_predictions(gt: AmodalDataset | str | Path, preds: list[dict], scor
                     order_ok += int(jj in pi.get("occluded_by", []) and ii not in pj.get("occluded_by", []))
         # PQ on visible masks, category-aware
         iou_v = M.iou_matrix(p_vi, g_vi) if len(ps) and len(anns) else np.zeros((len(ps), len(anns)))
-        same = np.array([[int(p["category_id"]) == int(a.category_id) for a in anns] for p in ps]).reshape(iou_v.shape)
         mv = _greedy_match(np.where(same, iou_v, 0.0), scores, 0.5 + 1e-9)
         tp += len(mv)
         fp += len(ps) - len(mv)
