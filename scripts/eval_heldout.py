@@ -70,6 +70,8 @@ def main() -> int:
                     help="skip the hidden-part completion network (the model's own amodal masks)")
     ap.add_argument("--no-completion-flip", action="store_true",
                     help="run the completion network once per crop, without the mirrored run (faster on a CPU)")
+    ap.add_argument("--no-reclassify", action="store_true",
+                    help="skip the class re-reading network (the queries' classes)")
     ap.add_argument("--no-refine", action="store_true",
                     help="plain bilinear mask upsampling, without the guided-filter refinement (ablation)")
     ap.add_argument("--classes-per-instance", type=positive_int, default=2, metavar="K",
@@ -89,7 +91,8 @@ def main() -> int:
                             PostprocessConfig.nms_iou, refine_masks=not args.no_refine,
                             complete_hidden=not args.no_completion,
                             completion_flip=False if args.no_completion_flip else None,
-                            nms_method=args.nms_method, classes_per_instance=args.classes_per_instance)
+                            nms_method=args.nms_method, classes_per_instance=args.classes_per_instance,
+                            reclassify=not args.no_reclassify)
     runs = {
         "both presets": (both, preds),
         "tabletop": (root / "tabletop", [p for p in preds if p["image_id"] < OFFSET]),

@@ -302,7 +302,7 @@ def test_predictor_api(tmp_path):
     img = np.random.default_rng(0).integers(0, 255, (37, 53, 3), dtype=np.uint8)
     inst = pred.predict(img)
     assert isinstance(inst, Instances2D) and inst.image_size == (37, 53) and len(inst) <= 3
-    assert set(pred.last_timings_ms) == {"preprocess", "backbone", "decoder", "postprocess", "completion"}
+    assert set(pred.last_timings_ms) == {"preprocess", "backbone", "decoder", "postprocess", "completion", "reclassify"}
     pred.score_threshold = 1.01
     assert len(pred.predict(img)) == 0
     for bad in (img.astype(np.float32), img[:, :, 0], img[:, :, :2]):

@@ -14,7 +14,9 @@ from ros2_amodal_seg import masks as M
 from ros2_amodal_seg.errors import CheckpointError
 from ros2_amodal_seg.model.checkpoint import save_checkpoint
 from ros2_amodal_seg.model.completion import CompletionConfig
-from ros2_amodal_seg.model.export import OnnxPredictor, completion_onnx_path, export_onnx
+from ros2_amodal_seg.model.export import OnnxPredictor, completion_onnx_path, export_onnx, reclassify_onnx_path
+from ros2_amodal_seg.model.reclassify import PLANES as RECLASSIFY_PLANES
+from ros2_amodal_seg.model.reclassify import ReclassifyConfig
 from ros2_amodal_seg.model.model import AmodalSegModel
 from ros2_amodal_seg.model.predictor import DEFAULT_CHECKPOINT, AmodalPredictor
 from test_model_helpers import scene, tiny_config
@@ -25,16 +27,23 @@ CLASSES = {1: "box", 2: "cylinder", 3: "sphere", 4: "cone", 5: "torus"}
 
 def test_onnx_matches_torch(tmp_path):
     torch.manual_seed(0)
-    cfg = tiny_config(completion=CompletionConfig(enabled=True, crop_size=16, channels=(4, 8, 8)))
+    cfg = tiny_config(completion=CompletionConfig(enabled=True, crop_size=16, channels=(4, 8, 8)),
+                      reclassify=ReclassifyConfig(enabled=True, crop_size=16, channels=(4, 8, 8, 8), hidden=8))
     model = AmodalSegModel(cfg)
     torch.nn.init.normal_(model.completion.head.weight, std=1.0)    # an untrained one would copy its input
+    torch.nn.init.normal_(model.reclassifier.mlp[-1].weight, std=3.0)   # likewise its query's classes
     ckpt = save_checkpoint(tmp_path / "m.safetensors", model, cfg, CLASSES)
     onnx_path = export_onnx(ckpt, tmp_path / "m.onnx")
-    assert completion_onnx_path(onnx_path).is_file()
+    assert completion_onnx_path(onnx_path).is_file() and reclassify_onnx_path(onnx_path).is_file()
     tp = AmodalPredictor.from_checkpoint(ckpt, device="cpu", score_threshold=0.0)
     op = OnnxPredictor(onnx_path, score_threshold=0.0)
     planes = np.random.default_rng(0).random((3, cfg.completion.in_channels(5), 16, 16)).astype(np.float32)
     np.testing.assert_allclose(op.completer.run(planes), tp.completer.run(planes), rtol=1e-3, atol=1e-4)
+    rng = np.random.default_rng(1)
+    crops = rng.random((3, len(RECLASSIFY_PLANES), 16, 16)).astype(np.float32)
+    feats = rng.random((3, 7)).astype(np.float32)
+    np.testing.assert_allclose(op.reclassifier.run(crops, feats), tp.reclassifier.run(crops, feats), rtol=1e-3,
+                               atol=1e-4)
     assert op.class_names == CLASSES
     img = np.ascontiguousarray(np.kron(scene(5)[0], np.ones((3, 3, 1), np.uint8)))  # 144 x 192
     raw = op.raw(img)
@@ -54,6 +63,10 @@ def test_onnx_matches_torch(tmp_path):
     np.testing.assert_allclose(it.scores, io.scores, atol=1e-4)
     with pytest.raises(CheckpointError):
         OnnxPredictor(tmp_path / "missing.onnx")
+    assert op.last_timings_ms["reclassify"] > 0
+    reclassify_onnx_path(onnx_path).unlink()
+    with pytest.raises(CheckpointError, match="re-classifier"):
+        OnnxPredictor(onnx_path)
     completion_onnx_path(onnx_path).unlink()
     with pytest.raises(CheckpointError, match="completion"):
         OnnxPredictor(onnx_path)

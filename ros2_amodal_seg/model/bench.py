@@ -42,13 +42,14 @@ def build_hf_mask2former():
 
 def run_bench(checkpoint: str | None = None, device: str = "auto", iters: int = 10, warmup: int = 2,
               compare_hf: bool = True, json_out: str | None = None, score_threshold: float = 0.5,
-              image: str | None = None, complete_hidden: bool = True, completion_flip: bool | None = None) -> dict:
+              image: str | None = None, complete_hidden: bool = True, completion_flip: bool | None = None,
+              reclassify: bool = True) -> dict:
     """Median per-stage latency of the predictor on one frame (``image``, else a rendered street
     scene, else noise when the world cannot render), optionally against HF Mask2Former."""
     dev = resolve_device(device)
     path = Path(checkpoint) if checkpoint else DEFAULT_CHECKPOINT
     p = AmodalPredictor.from_checkpoint(path, device=str(dev), score_threshold=score_threshold,
-                                        completion_flip=completion_flip)
+                                        completion_flip=completion_flip, reclassify=reclassify)
     p.complete_hidden = complete_hidden
     img = read_rgb(image) if image else _bench_image()
     for _ in range(warmup):
@@ -61,6 +62,7 @@ def run_bench(checkpoint: str | None = None, device: str = "auto", iters: int = 
     ours["total"] = float(np.median([sum(r.values()) for r in rows]))
     res: dict = {"device": str(dev), "score_threshold": score_threshold, "instances": len(p.predict(img)), "torch_threads": torch.get_num_threads(), "image": list(img.shape[:2]),
                  "image_file": image, "complete_hidden": complete_hidden,
+                 "reclassify": reclassify and p.reclassifier is not None,
                  "completion_flip": None if p.completer is None else p.completer.cfg.flip_average,
                  "checkpoint": str(path), "ours_ms": ours, "iters": iters}
     print(f"amodal-seg model on {dev} ({torch.get_num_threads()} threads), {img.shape[1]}x{img.shape[0]}, median of {iters}, "

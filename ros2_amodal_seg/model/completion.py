@@ -150,8 +150,11 @@ class CompletionNet(nn.Module):
 
 
 # ---------------------------------------------------------------------------- crops (numpy)
-def crop_boxes(amodal: np.ndarray, cfg: CompletionConfig) -> np.ndarray:
+def crop_boxes(amodal: np.ndarray, cfg) -> np.ndarray:
     """``[N, H, W]`` bool amodal masks -> ``[N, 3]`` int64 square crops ``(x0, y0, side)`` [px].
+
+    ``cfg``: a :class:`CompletionConfig` or any config with ``context`` and ``min_side_px`` (the
+    re-classifier's :class:`~ros2_amodal_seg.model.reclassify.ReclassifyConfig` uses the same crops).
 
     The square is centred on the mask's bounding box, its side ``(1 + 2 context)`` times the
     box's longer side (at least ``min_side_px``); it may run past the image.

@@ -13,6 +13,7 @@ from ros2_amodal_seg.errors import CheckpointError
 from ros2_amodal_seg.model.checkpoint import load_checkpoint
 from ros2_amodal_seg.model.model import ExportWrapper, ModelConfig
 from ros2_amodal_seg.model.postprocess import PostprocessConfig
+from ros2_amodal_seg.model.reclassify import PLANES as RECLASSIFY_PLANES
 from ros2_amodal_seg.model.predictor import DEFAULT_CHECKPOINT, PostprocessingPredictor, check_image, preprocess
 from ros2_amodal_seg.types import Instances2D
 
@@ -41,6 +42,14 @@ def export_onnx(checkpoint: str | Path | None, onnx_path: str | Path, opset: int
             torch.onnx.export(model.completion.eval(), (planes,), str(completion_onnx_path(onnx_path)),
                               dynamo=False, opset_version=opset, input_names=["planes"], output_names=["logits"],
                               dynamic_axes={"planes": {0: "n"}, "logits": {0: "n"}})
+        if model.reclassifier is not None:
+            rc = cfg.reclassify
+            args = (torch.rand(2, len(RECLASSIFY_PLANES), rc.crop_size, rc.crop_size),
+                    torch.rand(2, rc.num_features(cfg.num_classes)))
+            torch.onnx.export(model.reclassifier.eval(), args, str(reclassify_onnx_path(onnx_path)),
+                              dynamo=False, opset_version=opset, input_names=["planes", "features"],
+                              output_names=["logits"],
+                              dynamic_axes={"planes": {0: "n"}, "features": {0: "n"}, "logits": {0: "n"}})
     m = onnx.load(str(onnx_path))
     meta = {k: v for k, v in meta.items() if k != "classes_dict"}
     entry = m.metadata_props.add()
@@ -55,6 +64,12 @@ def completion_onnx_path(onnx_path: str | Path) -> Path:
     return Path(onnx_path).with_suffix(".completion.onnx")
 
 
+def reclassify_onnx_path(onnx_path: str | Path) -> Path:
+    """``model.onnx`` -> ``model.reclassify.onnx``: the class re-reading network, exported beside
+    the model when the checkpoint has one (it runs on crops in post-processing)."""
+    return Path(onnx_path).with_suffix(".reclassify.onnx")
+
+
 class OnnxPredictor(PostprocessingPredictor):
     """Same interface as :class:`AmodalPredictor` (``predict``, thresholds, timings) on ONNX Runtime."""
 
@@ -62,7 +77,7 @@ class OnnxPredictor(PostprocessingPredictor):
                  nms_iou: float = PostprocessConfig.nms_iou, providers: list[str] | None = None,
                  refine_masks: bool = PostprocessConfig.refine,
                  nms_method: str = PostprocessConfig.nms_method, complete_hidden: bool = True,
-                 completion_flip: bool | None = None) -> None:
+                 completion_flip: bool | None = None, reclassify: bool = True) -> None:
         import onnxruntime as ort  # noqa: PLC0415
 
         p = Path(onnx_path)
@@ -82,20 +97,33 @@ class OnnxPredictor(PostprocessingPredictor):
         self.class_ids = sorted(self.class_names)
         self.input_size = tuple(int(v) for v in self.meta["input_size"])
         self._init_postprocessing(score_threshold, max_instances, nms_iou, refine_masks, nms_method,
-                                  complete_hidden)
+                                  complete_hidden, reclassify)
         self.device = "cpu"
-        ccfg = ModelConfig.from_dict(self.meta["model_config"]).completion
-        if ccfg.enabled:
-            cp = completion_onnx_path(p)
-            try:
-                comp = ort.InferenceSession(str(cp), so, providers=providers or ["CPUExecutionProvider"])
-            except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
-                raise CheckpointError(f"{p} needs its completion network {cp}: {exc}") from exc
+        mcfg = ModelConfig.from_dict(self.meta["model_config"])
+        if mcfg.completion.enabled:
+            comp = self._side_session(ort, completion_onnx_path(p), so, providers, "completion network")
 
             def run(planes: np.ndarray) -> np.ndarray:
                 return comp.run(["logits"], {"planes": planes.astype(np.float32)})[0]
 
-            self._set_completer(ccfg, len(self.class_ids), run, completion_flip)
+            self._set_completer(mcfg.completion, len(self.class_ids), run, completion_flip)
+        if mcfg.reclassify.enabled:
+            recl = self._side_session(ort, reclassify_onnx_path(p), so, providers, "re-classifier")
+
+            def run_reclassify(planes: np.ndarray, features: np.ndarray) -> np.ndarray:
+                return recl.run(["logits"], {"planes": planes.astype(np.float32),
+                                             "features": features.astype(np.float32)})[0]
+
+            self._set_reclassifier(mcfg.reclassify, len(self.class_ids), run_reclassify)
+
+    @staticmethod
+    def _side_session(ort, path: Path, so, providers: list[str] | None, what: str):
+        """The ONNX Runtime session of a post-processing network exported beside the model."""
+        try:
+            return ort.InferenceSession(str(path), so, providers=providers or ["CPUExecutionProvider"])
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
+            raise CheckpointError(f"{path.with_suffix('').with_suffix('.onnx')} needs its {what} {path}: {exc}") \
+                from exc
 
     def raw(self, image_rgb: np.ndarray) -> list[np.ndarray]:
         """Network outputs for one image (batch dimension removed)."""
@@ -109,9 +137,8 @@ class OnnxPredictor(PostprocessingPredictor):
         t1 = time.perf_counter()
         outs = [o[0] for o in self.session.run(list(OUTPUT_NAMES), {"image": x})]
         t2 = time.perf_counter()
-        inst, post_ms, comp_ms = self._postprocess(outs, image_rgb)
-        self.last_timings_ms = {"preprocess": (t1 - t0) * 1e3, "network": (t2 - t1) * 1e3,
-                                "postprocess": post_ms, "completion": comp_ms}
+        inst, post = self._postprocess(outs, image_rgb)
+        self.last_timings_ms = {"preprocess": (t1 - t0) * 1e3, "network": (t2 - t1) * 1e3, **post}
         return inst
 
     def close(self) -> None:

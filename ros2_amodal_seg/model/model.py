@@ -11,6 +11,7 @@ from ros2_amodal_seg.errors import ConfigError
 from ros2_amodal_seg.model.backbone import BackboneConfig, build_backbone
 from ros2_amodal_seg.model.completion import CompletionConfig, CompletionNet
 from ros2_amodal_seg.model.pixel_decoder import PixelDecoder, PixelDecoderConfig
+from ros2_amodal_seg.model.reclassify import ReclassifierNet, ReclassifyConfig
 from ros2_amodal_seg.model.shape_head import ShapeHead, ShapeHeadConfig
 from ros2_amodal_seg.model.transformer_decoder import LayerPrediction, TransformerDecoder, TransformerDecoderConfig
 
@@ -36,6 +37,7 @@ class ModelConfig:
     decoder: TransformerDecoderConfig = field(default_factory=TransformerDecoderConfig)
     shape_head: ShapeHeadConfig = field(default_factory=ShapeHeadConfig)
     completion: CompletionConfig = field(default_factory=CompletionConfig)
+    reclassify: ReclassifyConfig = field(default_factory=ReclassifyConfig)
 
     def __post_init__(self) -> None:
         if self.input_height % 16 or self.input_width % 16:
@@ -59,10 +61,13 @@ class ModelConfig:
             # nor do those written before the hidden-part completion network
             comp = d.pop("completion", {"enabled": False})
             comp = CompletionConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in comp.items()})
+            # nor do those written before the class re-reading network
+            recl = d.pop("reclassify", {"enabled": False})
+            recl = ReclassifyConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in recl.items()})
             for k in ("pixel_mean", "pixel_std"):
                 if k in d:
                     d[k] = tuple(d[k])
-            return ModelConfig(backbone=bb, decoder=dec, shape_head=sh, completion=comp, **d)
+            return ModelConfig(backbone=bb, decoder=dec, shape_head=sh, completion=comp, reclassify=recl, **d)
         except TypeError as exc:
             raise ConfigError(f"bad model config: {exc}") from exc
 
@@ -90,8 +95,10 @@ class AmodalSegModel(nn.Module):
                                           cfg.use_occlusion_module)
         self.shape_head = ShapeHead(cfg.shape_head, cfg.hidden_dim, cfg.num_classes) if cfg.shape_head.enabled \
             else None
-        # applied in post-processing to the kept instances (model/completion.py), not in forward()
+        # applied in post-processing to the kept instances (model/completion.py, model/reclassify.py),
+        # not in forward()
         self.completion = CompletionNet(cfg.completion, cfg.num_classes) if cfg.completion.enabled else None
+        self.reclassifier = ReclassifierNet(cfg.reclassify, cfg.num_classes) if cfg.reclassify.enabled else None
         self.register_buffer("pixel_mean", torch.tensor(cfg.pixel_mean).view(1, 3, 1, 1) * 255.0, persistent=False)
         self.register_buffer("pixel_std", torch.tensor(cfg.pixel_std).view(1, 3, 1, 1) * 255.0, persistent=False)
 

@@ -117,7 +117,7 @@ def matrix_nms(amodal: np.ndarray, visible: np.ndarray, scores: np.ndarray, sigm
 def postprocess(class_logits: np.ndarray, amodal_logits: np.ndarray, visible_logits: np.ndarray,
                 occlusion_rates: np.ndarray, order_scores: np.ndarray, image_size: tuple[int, int],
                 class_ids: list[int], cfg: PostprocessConfig = PostprocessConfig(),
-                image: np.ndarray | None = None, completer=None) -> Instances2D:
+                image: np.ndarray | None = None, completer=None, reclassifier=None) -> Instances2D:
     """One image's raw outputs -> :class:`Instances2D` at ``image_size`` ``(H, W)``.
 
     Args:
@@ -128,10 +128,16 @@ def postprocess(class_logits: np.ndarray, amodal_logits: np.ndarray, visible_log
             (``cfg.refine``). Without it the masks are plain bilinear upsamplings.
         completer: a :class:`~ros2_amodal_seg.model.completion.HiddenCompleter` (or None): decides
             each kept instance's amodal mask inside the other instances' visible masks.
+        reclassifier: a :class:`~ros2_amodal_seg.model.reclassify.Reclassifier` (or None; needs
+            ``image``): re-reads each kept instance's class distribution from a crop of the image
+            and of the final masks. Its score summed over the classes stays; instances whose new
+            best class scores below ``cfg.score_threshold`` are dropped.
     """
     height, width = image_size
     if image is not None and image.shape[:2] != (height, width):
         raise ValueError(f"image {image.shape[:2]} does not match image_size {(height, width)}")
+    if reclassifier is not None and image is None:
+        raise ValueError("the reclassifier needs the image")
     cl = class_logits.astype(np.float64)
     prob = np.exp(cl - cl.max(-1, keepdims=True))
     prob /= prob.sum(-1, keepdims=True)
@@ -169,12 +175,23 @@ def postprocess(class_logits: np.ndarray, amodal_logits: np.ndarray, visible_log
     # runner-up classes: the same query read as another class, scored with the same mask
     # quality and NMS decay (score / class probability), as Mask2Former ranks (query, class) pairs
     fg = prob[cand, :-1]                                                   # [N, K]
-    alt = np.argsort(-fg, axis=1, kind="stable")[:, 1:]                    # [N, K-1]
     ratio = scores[cand] / np.maximum(cls_score[cand], 1e-12)              # [N]
+    main, main_score = cls_idx[cand], scores[cand]
+    if reclassifier is not None and len(cand):
+        # the re-read distribution shares out the instance's score mass over the classes
+        fg = reclassifier(image, am, vi, fg, scores[cand], np.clip(occlusion_rates[cand], 0, 1)) \
+            * fg.sum(1, keepdims=True)                                     # [N, K]
+        main = fg.argmax(1)
+        main_score = fg[np.arange(len(cand)), main] * ratio
+        ok = main_score >= cfg.score_threshold
+        cand, am, vi, fg, ratio, main, main_score = (a[ok] for a in (cand, am, vi, fg, ratio, main, main_score))
+        if len(cand) == 0:
+            return Instances2D.empty(height, width)
+    alt = np.argsort(-fg, axis=1, kind="stable")[:, 1:]                    # [N, K-1]
     table = np.asarray(class_ids, np.int64)
     return Instances2D(amodal_masks=am, visible_masks=vi,
-                       class_ids=table[cls_idx[cand]],
-                       scores=scores[cand].astype(np.float32),
+                       class_ids=table[main],
+                       scores=main_score.astype(np.float32),
                        occlusion_rates=np.clip(occlusion_rates[cand], 0, 1).astype(np.float32),
                        order_scores=order_scores[cand].astype(np.float32),
                        alt_class_ids=table[alt],

@@ -13,6 +13,8 @@ from ros2_amodal_seg.model.checkpoint import load_checkpoint
 from ros2_amodal_seg.model.completion import CompletionConfig, HiddenCompleter, torch_runner, with_flip
 from ros2_amodal_seg.model.model import AmodalSegModel
 from ros2_amodal_seg.model.postprocess import PostprocessConfig, postprocess
+from ros2_amodal_seg.model.reclassify import ReclassifyConfig, Reclassifier
+from ros2_amodal_seg.model.reclassify import torch_runner as reclassify_runner
 from ros2_amodal_seg.types import Instances2D
 
 #: The shipped checkpoint (metadata in ``amodal_seg.json`` beside it).
@@ -55,7 +57,8 @@ class PostprocessingPredictor:
     post-processing call with its timing split."""
 
     def _init_postprocessing(self, score_threshold: float, max_instances: int, nms_iou: float,
-                             refine_masks: bool, nms_method: str, complete_hidden: bool) -> None:
+                             refine_masks: bool, nms_method: str, complete_hidden: bool,
+                             reclassify: bool = True) -> None:
         self.score_threshold = float(score_threshold)
         self.max_instances = int(max_instances)
         self.nms_iou = float(nms_iou)
@@ -64,6 +67,8 @@ class PostprocessingPredictor:
         PostprocessConfig(nms_iou=self.nms_iou, nms_method=self.nms_method)  # validate early
         self.complete_hidden = bool(complete_hidden)
         self.completer: HiddenCompleter | None = None
+        self.reclassify = bool(reclassify)
+        self.reclassifier: Reclassifier | None = None
         self.last_timings_ms: dict[str, float] = {}
 
     def _set_completer(self, cfg: CompletionConfig, num_classes: int, run, completion_flip: bool | None) -> None:
@@ -71,16 +76,24 @@ class PostprocessingPredictor:
         ``completion_flip`` None keeps the checkpoint's ``cfg.flip_average``."""
         self.completer = HiddenCompleter(with_flip(cfg, completion_flip), num_classes, run)
 
-    def _postprocess(self, outs: list[np.ndarray], image_rgb: np.ndarray) -> tuple[Instances2D, float, float]:
-        """Raw outputs of one image -> ``(instances, post-processing ms without completion, completion ms)``."""
+    def _set_reclassifier(self, cfg: ReclassifyConfig, num_classes: int, run) -> None:
+        """Use the re-classifier ``run`` (``[N, P, S, S]`` planes, ``[N, F]`` features -> ``[N, K]`` logits)."""
+        self.reclassifier = Reclassifier(cfg, num_classes, run)
+
+    def _postprocess(self, outs: list[np.ndarray], image_rgb: np.ndarray) -> tuple[Instances2D, dict[str, float]]:
+        """Raw outputs of one image -> ``(instances, {"postprocess", "completion", "reclassify"} ms)``
+        (post-processing without the two networks' stages)."""
         t0 = time.perf_counter()
-        use = self.completer if self.complete_hidden else None
+        comp = self.completer if self.complete_hidden else None
+        recl = self.reclassifier if self.reclassify else None
         inst = postprocess(*outs, image_size=image_rgb.shape[:2], class_ids=self.class_ids,
                            cfg=PostprocessConfig(self.score_threshold, self.max_instances, nms_iou=self.nms_iou,
                                                  nms_method=self.nms_method, refine=self.refine_masks),
-                           image=image_rgb, completer=use)
-        comp = use.last_ms if use is not None else 0.0
-        return inst, (time.perf_counter() - t0) * 1e3 - comp, comp
+                           image=image_rgb, completer=comp, reclassifier=recl)
+        comp_ms = comp.last_ms if comp is not None else 0.0
+        recl_ms = recl.last_ms if recl is not None else 0.0
+        total = (time.perf_counter() - t0) * 1e3
+        return inst, {"postprocess": total - comp_ms - recl_ms, "completion": comp_ms, "reclassify": recl_ms}
 
 
 class AmodalPredictor(PostprocessingPredictor):
@@ -89,7 +102,8 @@ class AmodalPredictor(PostprocessingPredictor):
     ``score_threshold``, ``max_instances``, ``nms_method``, ``nms_iou``, ``refine_masks`` (guided-filter
     refinement of the full-resolution masks, see :mod:`.upsample`) and ``complete_hidden`` (the
     hidden-part completion network, see :mod:`.completion`; used only when the checkpoint has
-    one) are plain attributes that can be changed between calls. ``completion_flip`` (None: the
+    one) and ``reclassify`` (the class re-reading network, see :mod:`.reclassify`; likewise) are
+    plain attributes that can be changed between calls. ``completion_flip`` (None: the
     checkpoint's ``completion.flip_average``) runs the completion network also on each crop's
     mirror image and averages the logits: better masks behind occluders, about twice the
     network's time.
@@ -99,30 +113,34 @@ class AmodalPredictor(PostprocessingPredictor):
                  max_instances: int = 50, nms_iou: float = PostprocessConfig.nms_iou,
                  refine_masks: bool = PostprocessConfig.refine,
                  nms_method: str = PostprocessConfig.nms_method, complete_hidden: bool = True,
-                 completion_flip: bool | None = None) -> None:
+                 completion_flip: bool | None = None, reclassify: bool = True) -> None:
         self.model = model
         self.meta = meta
         self._device = device
         self._init_postprocessing(score_threshold, max_instances, nms_iou, refine_masks, nms_method,
-                                  complete_hidden)
+                                  complete_hidden, reclassify)
         self.class_names: dict[int, str] = dict(meta["classes_dict"])
         self.class_ids: list[int] = sorted(self.class_names)
         self.input_size: tuple[int, int] = (model.cfg.input_height, model.cfg.input_width)
         if model.completion is not None:
             self._set_completer(model.cfg.completion, model.cfg.num_classes, torch_runner(model.completion, device),
                                 completion_flip)
+        if model.reclassifier is not None:
+            self._set_reclassifier(model.cfg.reclassify, model.cfg.num_classes,
+                                   reclassify_runner(model.reclassifier, device))
 
     @classmethod
     def from_checkpoint(cls, path: str | Path | None = None, device: str = "auto", score_threshold: float = 0.5,
                         max_instances: int = 50, nms_iou: float = PostprocessConfig.nms_iou,
                         refine_masks: bool = PostprocessConfig.refine,
                         nms_method: str = PostprocessConfig.nms_method,
-                        complete_hidden: bool = True, completion_flip: bool | None = None) -> "AmodalPredictor":
+                        complete_hidden: bool = True, completion_flip: bool | None = None,
+                        reclassify: bool = True) -> "AmodalPredictor":
         """Load ``path`` (default :data:`DEFAULT_CHECKPOINT`) on ``device`` (auto|cpu|cuda)."""
         dev = resolve_device(device)
         model, meta = load_checkpoint(DEFAULT_CHECKPOINT if path is None else path, dev)
         return cls(model, meta, dev, score_threshold, max_instances, nms_iou, refine_masks, nms_method,
-                   complete_hidden, completion_flip)
+                   complete_hidden, completion_flip, reclassify)
 
     @property
     def device(self) -> str:
@@ -152,9 +170,9 @@ class AmodalPredictor(PostprocessingPredictor):
         outs = [t[0].float().cpu().numpy() for t in (f.scored_class_logits(), f.amodal_logits, f.visible_logits,
                                                       f.occlusion_rates, f.order_scores)]
         t3 = time.perf_counter()
-        inst, post_ms, comp_ms = self._postprocess(outs, image_rgb)
+        inst, post = self._postprocess(outs, image_rgb)
         self.last_timings_ms = {"preprocess": (t1 - t0) * 1e3, "backbone": (t2 - t1) * 1e3,
-                                "decoder": (t3 - t2) * 1e3, "postprocess": post_ms, "completion": comp_ms}
+                                "decoder": (t3 - t2) * 1e3, **post}
         return inst
 
     def close(self) -> None:

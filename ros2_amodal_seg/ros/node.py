@@ -144,6 +144,7 @@ class AmodalSegNode(LifecycleNode):
                                refine_masks=bool(self._p("refine_masks")), nms_method=str(self._p("nms_method")),
                                complete_hidden=bool(self._p("complete_hidden")),
                                completion_flip=bool(self._p("completion_flip")),
+                               reclassify=bool(self._p("reclassify")),
                                base_frame=str(self._p("base_frame")), torch_threads=int(self._p("torch_threads")))
 
     def _fusion_config(self, values: dict | None = None):

@@ -64,6 +64,9 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("completion_flip", False, "run the completion network also on each crop's mirror image and "
               "average (+0.2 held-out occluded AP; about twice its time: some 50 ms more at 7 objects on 2 CPU "
               "cores, about 1 ms on a GPU)", read_only=True, runtime=False),
+    ParamSpec("reclassify", True, "re-read each object's class with the checkpoint's class re-reading network "
+              "(if it has one), from a crop of the image and of the final masks; false = the queries' classes",
+              read_only=True, runtime=False),
     # --- inputs ---
     ParamSpec("use_compressed", False, "subscribe to sensor_msgs/CompressedImage on /camera/image_raw/compressed "
               "instead of sensor_msgs/Image on /camera/image_raw", read_only=True, runtime=False),

@@ -45,6 +45,7 @@ class ProcessorConfig:
         complete_hidden: run the checkpoint's hidden-part completion network (if it has one).
         completion_flip: average that network over each crop and its mirror image (about twice
             its time for +0.2 held-out occluded AP: off by default in the node).
+        reclassify: run the checkpoint's class re-reading network (if it has one).
         base_frame: frame of the 3-D outputs when fusion is skipped.
         torch_threads: CPU threads of torch (0 = torch's default).
     """
@@ -58,6 +59,7 @@ class ProcessorConfig:
     refine_masks: bool = PostprocessConfig.refine
     complete_hidden: bool = True
     completion_flip: bool = False
+    reclassify: bool = True
     base_frame: str = "base_link"
     torch_threads: int = 0
 
@@ -139,7 +141,7 @@ def _default_predictor_factory(cfg: ProcessorConfig):
                                            score_threshold=cfg.score_threshold, max_instances=cfg.max_instances,
                                            nms_iou=cfg.nms_iou, refine_masks=cfg.refine_masks,
                                            nms_method=cfg.nms_method, complete_hidden=cfg.complete_hidden,
-                                           completion_flip=cfg.completion_flip)
+                                           completion_flip=cfg.completion_flip, reclassify=cfg.reclassify)
 
 
 class FrameProcessor:

@@ -1,0 +1,322 @@
+"""Train the class re-reading network (:mod:`.reclassify`) on a trained model's own
+predictions: ``amodal-seg train-reclassifier``.
+
+1. The model (with its completion network, if it has one) runs on every frame of the
+   datasets with the runtime post-processing at a low score threshold; a recorder in the
+   re-classifier slot keeps each kept instance's crop planes and features (exactly what the
+   network sees at run time).
+2. Each instance is matched to the ground-truth object with the largest *amodal* IoU (at
+   least ``min_match_iou``: an AP match); its label is that object's class. Unmatched
+   instances (false positives) are skipped.
+3. The network is trained with cross-entropy and horizontal flips (AdamW, one-cycle
+   schedule). Validation reports class accuracy before (the query's class) and after, on all
+   crops and on those whose predicted occlusion rate exceeds 0.15.
+4. The other weights are unchanged; the output checkpoint is the input one plus the
+   re-classifier (``reclassify.enabled: true``).
+
+Collecting is the slow part on a CPU (about 0.6 s a frame); ``--crop-cache`` keeps the crops
+of each dataset folder in its own file, so several ``--collect-only`` runs (one per folder)
+can collect in parallel and a last run trains on all of them.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ros2_amodal_seg.data.types import AmodalDataset
+from ros2_amodal_seg.errors import ConfigError
+from ros2_amodal_seg.masks import iou_matrix
+from ros2_amodal_seg.model.checkpoint import save_checkpoint
+from ros2_amodal_seg.model.predictor import AmodalPredictor
+from ros2_amodal_seg.model.reclassify import PLANES, ReclassifierNet, ReclassifyConfig, reclassify_inputs
+
+#: predicted occlusion rate above which validation also counts an instance as hidden
+OCCLUDED_RATE = 0.15
+
+
+@dataclass(frozen=True)
+class ReclassifyTrainConfig:
+    """Training of the re-classifier (``config/train.yaml``: ``reclassify``).
+
+    Attributes:
+        steps: optimiser steps. batch_size: crops per step. lr: AdamW peak (one-cycle).
+        weight_decay: AdamW.
+        score_threshold: kept instances of the model (lower than at run time: the low-scored
+            hidden objects are the ones that matter for AP).
+        min_match_iou: amodal IoU an instance needs with a ground-truth object to be labelled.
+        seed: crop order and flips.
+    """
+
+    steps: int = 9000
+    batch_size: int = 64
+    lr: float = 2e-3
+    weight_decay: float = 1e-2
+    score_threshold: float = 0.05
+    min_match_iou: float = 0.5
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.steps < 1 or self.batch_size < 1 or self.lr <= 0 or self.weight_decay < 0:
+            raise ConfigError("re-classifier training needs steps >= 1, batch_size >= 1, lr > 0, weight_decay >= 0")
+        if not 0 <= self.score_threshold < 1 or not 0 < self.min_match_iou <= 1:
+            raise ConfigError("score_threshold in [0, 1) and min_match_iou in (0, 1] required")
+
+
+@dataclass
+class ClassCrops:
+    """Labelled crops, compact. Attributes (numpy arrays):
+        planes: ``[M, P, S, S]`` uint8 (the :data:`PLANES` scaled to 0..255).
+        features: ``[M, K + 2]`` float32 (class distribution, score, occlusion rate).
+        labels: ``[M]`` int64 class index of the matched ground-truth object.
+    """
+
+    planes: np.ndarray
+    features: np.ndarray
+    labels: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @staticmethod
+    def concat(parts: list["ClassCrops"]) -> "ClassCrops":
+        return ClassCrops(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("planes", "features", "labels")))
+
+    def batch(self, idx: np.ndarray, flip: np.ndarray | None = None,
+              device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``[B, P, S, S]`` float planes, ``[B, K + 2]`` features and ``[B]`` labels on ``device``;
+        ``flip``: ``[B]`` bool, mirror those crops left-right."""
+        p = torch.from_numpy(self.planes[idx]).to(device).float() / 255.0
+        if flip is not None and flip.any():
+            f = torch.as_tensor(flip, device=p.device)
+            p = torch.where(f[:, None, None, None], p.flip(-1), p)
+        return (p, torch.from_numpy(self.features[idx]).to(device),
+                torch.from_numpy(self.labels[idx]).to(device))
+
+    def baseline_correct(self, num_classes: int) -> np.ndarray:
+        """``[M]`` bool: the query's own class (the distribution's argmax) is right."""
+        return self.features[:, :num_classes].argmax(1) == self.labels
+
+    def occluded(self, num_classes: int) -> np.ndarray:
+        """``[M]`` bool: predicted occlusion rate above :data:`OCCLUDED_RATE`."""
+        return self.features[:, num_classes + 1] > OCCLUDED_RATE
+
+
+class InstanceRecorder:
+    """Sits in the re-classifier slot of the post-processing (the call signature of
+    :class:`~ros2_amodal_seg.model.reclassify.Reclassifier`): records the kept instances' crop
+    planes, features and amodal masks, and returns their class distributions unchanged."""
+
+    def __init__(self, cfg: ReclassifyConfig, num_classes: int) -> None:
+        self.cfg = cfg
+        self.num_classes = int(num_classes)
+        self.last = None
+        self.last_ms = 0.0          # the predictors report it as the re-classifier stage's time
+
+    def __call__(self, image, amodal, visible, class_prob, scores, occlusion_rates) -> np.ndarray:
+        x = reclassify_inputs(image, amodal, visible, class_prob, scores, occlusion_rates, self.cfg)
+        self.last = (x, amodal)
+        return x.features[:, :self.num_classes].astype(np.float64)
+
+
+def collect_class_crops(predictor: AmodalPredictor, dataset: AmodalDataset, cfg: ReclassifyConfig,
+                        train_cfg: ReclassifyTrainConfig, progress: bool = True) -> ClassCrops:
+    """Run ``predictor`` over every sample of ``dataset`` and keep the matched instances' crops."""
+    from tqdm import tqdm  # noqa: PLC0415
+
+    k = predictor.model.cfg.num_classes
+    index = {cid: i for i, cid in enumerate(predictor.class_ids)}
+    rec = InstanceRecorder(cfg, k)
+    saved = predictor.score_threshold, predictor.reclassifier, predictor.reclassify
+    predictor.score_threshold, predictor.reclassifier, predictor.reclassify = train_cfg.score_threshold, rec, True
+    planes, feats, labels = [], [], []
+    name = Path(dataset.source).parent.name if dataset.source is not None else "crops"
+    try:
+        for s in tqdm(dataset.samples, desc=f"crops {name}", unit="img", disable=not progress, dynamic_ncols=True):
+            rec.last = None
+            predictor.predict(s.load_image())
+            anns = [a for a in s.annotations if a.category_id in index]
+            if rec.last is None or not anns:
+                continue
+            x, amodal = rec.last
+            iou = iou_matrix(amodal, np.stack([a.amodal for a in anns]))       # [N, G]
+            best = iou.argmax(1)
+            for i in np.flatnonzero(iou.max(1) >= train_cfg.min_match_iou):
+                planes.append(np.round(x.planes[i] * 255).astype(np.uint8))
+                feats.append(x.features[i])
+                labels.append(index[anns[best[i]].category_id])
+    finally:
+        predictor.score_threshold, predictor.reclassifier, predictor.reclassify = saved
+    s = cfg.crop_size
+    if not planes:
+        return ClassCrops(np.zeros((0, len(PLANES), s, s), np.uint8),
+                          np.zeros((0, cfg.num_features(k)), np.float32), np.zeros(0, np.int64))
+    return ClassCrops(np.stack(planes), np.stack(feats).astype(np.float32), np.array(labels, np.int64))
+
+
+@torch.no_grad()
+def evaluate_class_crops(net: ReclassifierNet, crops: ClassCrops, device: torch.device | str = "cpu",
+                         batch: int = 256) -> dict[str, float]:
+    """Accuracy of the query's class and of the network's, on all ``crops`` and on the hidden ones."""
+    net.eval()
+    k = net.num_classes
+    pred = np.zeros(len(crops), np.int64)
+    for a in range(0, len(crops), batch):
+        p, f, _ = crops.batch(np.arange(a, min(a + batch, len(crops))), device=device)
+        pred[a:a + len(p)] = net(p, f).argmax(1).cpu().numpy()
+    ok, base, occ = pred == crops.labels, crops.baseline_correct(k), crops.occluded(k)
+    return {"accuracy": float(ok.mean()), "query_accuracy": float(base.mean()),
+            "occluded_accuracy": float(ok[occ].mean()) if occ.any() else float("nan"),
+            "occluded_query_accuracy": float(base[occ].mean()) if occ.any() else float("nan"),
+            "crops": len(crops), "occluded_crops": int(occ.sum())}
+
+
+def train_reclassifier_net(train: ClassCrops, val: ClassCrops | None, cfg: ReclassifyConfig, num_classes: int,
+                           train_cfg: ReclassifyTrainConfig, device: torch.device | str = "cpu",
+                           progress: bool = True) -> tuple[ReclassifierNet, dict]:
+    """Train a fresh :class:`ReclassifierNet`; returns it (eval mode) and a history dict."""
+    from tqdm import tqdm  # noqa: PLC0415
+
+    if len(train) == 0:
+        raise ConfigError("no training crops: the model matched no ground-truth object")
+    torch.manual_seed(train_cfg.seed)
+    rng = np.random.default_rng(train_cfg.seed)
+    net = ReclassifierNet(cfg, num_classes).to(device).train()
+    opt = torch.optim.AdamW(net.parameters(), lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=train_cfg.lr, total_steps=train_cfg.steps)
+    hist: dict = {"step": [], "loss": [], "val_step": [], "val_accuracy": [], "val_occluded_accuracy": []}
+    order, pos, ema = rng.permutation(len(train)), 0, None
+    bar = tqdm(range(train_cfg.steps), desc="train-reclassifier", unit="step", disable=not progress,
+               dynamic_ncols=True)
+    for step in bar:
+        if pos + train_cfg.batch_size > len(order):
+            order, pos = rng.permutation(len(train)), 0
+        idx = np.sort(order[pos:pos + train_cfg.batch_size])
+        pos += train_cfg.batch_size
+        p, f, y = train.batch(idx, flip=rng.random(len(idx)) < 0.5, device=device)
+        loss = F.cross_entropy(net(p, f), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        ema = loss.item() if ema is None else 0.98 * ema + 0.02 * loss.item()
+        hist["step"].append(step)
+        hist["loss"].append(loss.item())
+        if step % 20 == 0:
+            bar.set_postfix(loss=f"{ema:.4f}")
+        if val is not None and len(val) and (step + 1) % max(1, train_cfg.steps // 5) == 0:
+            m = evaluate_class_crops(net, val, device)
+            hist["val_step"].append(step + 1)
+            hist["val_accuracy"].append(m["accuracy"])
+            hist["val_occluded_accuracy"].append(m["occluded_accuracy"])
+            bar.write(f"step {step + 1}: val accuracy {m['accuracy']:.3f} (query's class {m['query_accuracy']:.3f}), "
+                      f"predicted hidden {m['occluded_accuracy']:.3f} ({m['occluded_query_accuracy']:.3f})")
+            net.train()
+    return net.eval(), hist
+
+
+def save_with_reclassifier(predictor: AmodalPredictor, net: ReclassifierNet, cfg: ReclassifyConfig,
+                           out: str | Path, extra: dict | None = None) -> Path:
+    """The predictor's model plus ``net`` as a checkpoint with ``reclassify.enabled``."""
+    model = predictor.model
+    mcfg = dataclasses.replace(model.cfg, reclassify=dataclasses.replace(cfg, enabled=True))
+    model.reclassifier = net.to(next(model.parameters()).device)
+    model.cfg = mcfg
+    meta = {k: v for k, v in predictor.meta.items()
+            if k not in ("classes_dict", "classes", "input_size", "pixel_mean", "pixel_std", "pixel_range",
+                         "dtype", "model_config", "format", "format_version", "package_version", "torch_version")}
+    meta.update(extra or {})
+    return save_checkpoint(out, model, mcfg, predictor.class_names, extra=meta)
+
+
+def plot_history(hist: dict, path: str | Path) -> Path:
+    """Loss curve and validation accuracy as a PNG."""
+    import matplotlib  # noqa: PLC0415
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.5))
+    loss = np.asarray(hist["loss"])
+    k = max(1, len(loss) // 100)
+    a.plot(hist["step"], loss, lw=0.3, alpha=0.4, label="per step")
+    if len(loss) >= k:
+        a.plot(np.asarray(hist["step"])[k - 1:], np.convolve(loss, np.ones(k) / k, "valid"), label=f"mean of {k}")
+    a.set(xlabel="step", ylabel="cross-entropy", title="re-classifier training loss")
+    a.legend()
+    if hist["val_step"]:
+        b.plot(hist["val_step"], hist["val_accuracy"], "o-", label="all crops")
+        b.plot(hist["val_step"], hist["val_occluded_accuracy"], "s-", label=f"predicted > {OCCLUDED_RATE:.0%} hidden")
+        b.legend()
+    b.set(xlabel="step", ylabel="class accuracy", title="validation")
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def cache_file(cache: Path, data_dir: str | Path) -> Path:
+    """``<cache>.<folder name>-<hash of its absolute path>.npz``: one file per dataset folder."""
+    d = Path(data_dir).resolve()
+    return cache.with_name(f"{cache.name}.{d.name}-{hashlib.sha1(str(d).encode()).hexdigest()[:8]}.npz")
+
+
+def _crops_of(predictor: AmodalPredictor, data_dir: str, cfg: ReclassifyConfig, train_cfg: ReclassifyTrainConfig,
+              cache: Path | None, progress: bool) -> ClassCrops:
+    """The crops of one dataset folder: from ``cache`` when an earlier run saved them, else collected
+    (and saved there)."""
+    from ros2_amodal_seg.data.dataset import load_dataset  # noqa: PLC0415
+
+    f = None if cache is None else cache_file(cache, data_dir)
+    if f is not None and f.is_file():
+        z = np.load(f)
+        return ClassCrops(z["planes"], z["features"], z["labels"])
+    crops = collect_class_crops(predictor, load_dataset(data_dir), cfg, train_cfg, progress)
+    if f is not None:
+        f.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(f, planes=crops.planes, features=crops.features, labels=crops.labels)
+    return crops
+
+
+def run(checkpoint: str | Path | None, data: list[str], val: list[str], out: str | Path | None,
+        cfg: ReclassifyConfig = ReclassifyConfig(), train_cfg: ReclassifyTrainConfig = ReclassifyTrainConfig(),
+        device: str = "auto", progress: bool = True, crop_cache: str | Path | None = None,
+        collect_only: bool = False) -> dict:
+    """The whole ``train-reclassifier`` command; returns a summary dict.
+
+    ``crop_cache``: base path; each dataset folder's crops are saved as
+    ``<base>.<folder>-<hash>.npz`` and reused by later runs with the same base (the crops depend
+    on the checkpoint and ``cfg``; delete the files when those change). ``collect_only``: stop
+    after collecting (needs ``crop_cache``)."""
+    if collect_only and crop_cache is None:
+        raise ConfigError("--collect-only needs --crop-cache (where the crops are kept)")
+    if not collect_only and out is None:
+        raise ConfigError("an output checkpoint path is needed unless collecting only")
+    t0 = time.time()
+    pred = AmodalPredictor.from_checkpoint(checkpoint, device, max_instances=50)
+    if pred.model.reclassifier is not None:
+        pred.model.reclassifier, pred.reclassifier = None, None      # a new one replaces it
+    k = pred.model.cfg.num_classes
+    cache = None if crop_cache is None else Path(crop_cache)
+    train = ClassCrops.concat([_crops_of(pred, d, cfg, train_cfg, cache, progress) for d in data])
+    valset = ClassCrops.concat([_crops_of(pred, d, cfg, train_cfg, cache, progress) for d in val]) if val else None
+    t1 = time.time()
+    summary: dict = {"train_crops": len(train), "val_crops": len(valset) if valset is not None else 0,
+                     "collect_s": round(t1 - t0, 1), "device": pred.device}
+    if collect_only:
+        return summary
+    net, hist = train_reclassifier_net(train, valset, cfg, k, train_cfg, pred._device, progress)
+    summary.update(train_s=round(time.time() - t1, 1), train_config=dataclasses.asdict(train_cfg))
+    if valset is not None and len(valset):
+        summary["val"] = evaluate_class_crops(net, valset, pred._device)
+    path = save_with_reclassifier(pred, net, cfg, out, extra={"reclassify_training": summary})
+    summary["checkpoint"] = str(path)
+    summary["plot"] = str(plot_history(hist, Path(out).with_suffix(".reclassify.png")))
+    return summary
