@@ -190,7 +190,8 @@ def train_reclassifier_net(train: ClassCrops, val: ClassCrops | None, cfg: Recla
     net = ReclassifierNet(cfg, num_classes).to(device).train()
     opt = torch.optim.AdamW(net.parameters(), lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=train_cfg.lr, total_steps=train_cfg.steps)
-    hist: dict = {"step": [], "loss": [], "val_step": [], "val_accuracy": [], "val_occluded_accuracy": []}
+    hist: dict = {"step": [], "loss": [], "val_step": [], "val_accuracy": [], "val_occluded_accuracy": [],
+                  "val_query_accuracy": None, "val_occluded_query_accuracy": None}
     order, pos, ema = rng.permutation(len(train)), 0, None
     bar = tqdm(range(train_cfg.steps), desc="train-reclassifier", unit="step", disable=not progress,
                dynamic_ncols=True)
@@ -215,6 +216,8 @@ def train_reclassifier_net(train: ClassCrops, val: ClassCrops | None, cfg: Recla
             hist["val_step"].append(step + 1)
             hist["val_accuracy"].append(m["accuracy"])
             hist["val_occluded_accuracy"].append(m["occluded_accuracy"])
+            hist["val_query_accuracy"] = m["query_accuracy"]
+            hist["val_occluded_query_accuracy"] = m["occluded_query_accuracy"]
             bar.write(f"step {step + 1}: val accuracy {m['accuracy']:.3f} (query's class {m['query_accuracy']:.3f}), "
                       f"predicted hidden {m['occluded_accuracy']:.3f} ({m['occluded_query_accuracy']:.3f})")
             net.train()
@@ -253,7 +256,9 @@ def plot_history(hist: dict, path: str | Path) -> Path:
     if hist["val_step"]:
         b.plot(hist["val_step"], hist["val_accuracy"], "o-", label="all crops")
         b.plot(hist["val_step"], hist["val_occluded_accuracy"], "s-", label=f"predicted > {OCCLUDED_RATE:.0%} hidden")
-        b.legend()
+        b.axhline(hist["val_query_accuracy"], color="C0", ls="--", lw=1, label="query's class: all")
+        b.axhline(hist["val_occluded_query_accuracy"], color="C1", ls="--", lw=1, label="query's class: hidden")
+        b.legend(fontsize=8)
     b.set(xlabel="step", ylabel="class accuracy", title="validation")
     fig.tight_layout()
     path = Path(path)
