@@ -54,6 +54,27 @@ def save_checkpoint(path: str | Path, model: nn.Module, cfg: ModelConfig, classe
     return path
 
 
+#: metadata that :func:`save_checkpoint` writes itself (the rest, such as training summaries, is
+#: provenance that a derived checkpoint carries over)
+WRITTEN_KEYS = ("classes_dict", "classes", "input_size", "pixel_mean", "pixel_std", "pixel_range", "dtype",
+                "model_config", "format", "format_version", "package_version", "torch_version")
+
+
+def save_with_stage(model: AmodalSegModel, meta: dict, classes: dict[int, str], section: str, slot: str,
+                    net: nn.Module, net_cfg, out: str | Path, extra: dict | None = None) -> Path:
+    """``model`` plus a second-stage network ``net`` (attribute ``slot`` of the model, config
+    ``section`` of :class:`ModelConfig` set to ``net_cfg`` with ``enabled``) as checkpoint ``out``;
+    ``meta``'s provenance is carried over and ``extra`` added. ``model`` is changed in place."""
+    import dataclasses  # noqa: PLC0415
+
+    mcfg = dataclasses.replace(model.cfg, **{section: dataclasses.replace(net_cfg, enabled=True)})
+    setattr(model, slot, net.to(next(model.parameters()).device))
+    model.cfg = mcfg
+    carried = {k: v for k, v in meta.items() if k not in WRITTEN_KEYS}
+    carried.update(extra or {})
+    return save_checkpoint(out, model, mcfg, classes, extra=carried)
+
+
 def read_metadata(path: str | Path) -> dict:
     """The checked metadata of checkpoint ``path``."""
     path = Path(path)

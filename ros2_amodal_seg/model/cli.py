@@ -46,23 +46,30 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _train_completion(args: argparse.Namespace) -> int:
+def _second_stage_configs(args: argparse.Namespace, section: str, train_cls):
+    """The ``section`` part of the model YAML and the training config ``train_cls`` (its YAML section
+    of the same name, with the command line's overrides) of a second-stage network; applies
+    ``--threads``."""
     import dataclasses  # noqa: PLC0415
-    import json  # noqa: PLC0415
 
-    from ros2_amodal_seg.model.completion_train import CompletionTrainConfig, run  # noqa: PLC0415
     from ros2_amodal_seg.model.model import ModelConfig  # noqa: PLC0415
     from ros2_amodal_seg.model.train import load_yaml_config  # noqa: PLC0415
 
-    ccfg = load_yaml_config(ModelConfig, args.model_config).completion
-    tcfg = load_yaml_config(CompletionTrainConfig, args.train_config, "completion")
+    net_cfg = getattr(load_yaml_config(ModelConfig, args.model_config), section)
+    tcfg = load_yaml_config(train_cls, args.train_config, section)
     over = {k: v for k, v in {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr,
                               "weight_decay": args.weight_decay}.items() if v is not None}
-    tcfg = dataclasses.replace(tcfg, **over)
     if args.threads:
         import torch  # noqa: PLC0415
 
         torch.set_num_threads(args.threads)
+    return net_cfg, dataclasses.replace(tcfg, **over)
+
+
+def _train_completion(args: argparse.Namespace) -> int:
+    from ros2_amodal_seg.model.completion_train import CompletionTrainConfig, run  # noqa: PLC0415
+
+    ccfg, tcfg = _second_stage_configs(args, "completion", CompletionTrainConfig)
     summary = run(args.checkpoint, args.data, args.val_data or [], args.out, ccfg, tcfg, args.device,
                   progress=not args.no_progress, crop_cache=args.crop_cache, init=args.init)
     print(json.dumps(summary, indent=1))
@@ -70,21 +77,9 @@ def _train_completion(args: argparse.Namespace) -> int:
 
 
 def _train_reclassifier(args: argparse.Namespace) -> int:
-    import dataclasses  # noqa: PLC0415
-
-    from ros2_amodal_seg.model.model import ModelConfig  # noqa: PLC0415
     from ros2_amodal_seg.model.reclassify_train import ReclassifyTrainConfig, run  # noqa: PLC0415
-    from ros2_amodal_seg.model.train import load_yaml_config  # noqa: PLC0415
 
-    rcfg = load_yaml_config(ModelConfig, args.model_config).reclassify
-    tcfg = load_yaml_config(ReclassifyTrainConfig, args.train_config, "reclassify")
-    over = {k: v for k, v in {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr,
-                              "weight_decay": args.weight_decay}.items() if v is not None}
-    tcfg = dataclasses.replace(tcfg, **over)
-    if args.threads:
-        import torch  # noqa: PLC0415
-
-        torch.set_num_threads(args.threads)
+    rcfg, tcfg = _second_stage_configs(args, "reclassify", ReclassifyTrainConfig)
     summary = run(args.checkpoint, args.data, args.val_data or [], args.out, rcfg, tcfg, args.device,
                   progress=not args.no_progress, crop_cache=args.crop_cache, collect_only=args.collect_only)
     print(json.dumps(summary, indent=1))

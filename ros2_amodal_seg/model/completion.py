@@ -231,6 +231,25 @@ def _window(box, image_size: tuple[int, int]) -> tuple[int, int, int, int]:
     return max(x0, 0), max(y0, 0), min(x0 + side, width), min(y0 + side, height)
 
 
+def mask_planes(amodal_i: np.ndarray, visible_i: np.ndarray, visible_count: np.ndarray, box,
+                size: int) -> np.ndarray:
+    """``[3, size, size]`` float32 crop planes of one instance (area average, 0 outside the image):
+    its ``[H, W]`` bool amodal and visible masks and its occluder region (from the ``[H, W]`` count
+    of kept instances seeing each pixel)."""
+    x0, y0, side = (int(v) for v in box)
+    xa, ya, xb, yb = win = _window(box, amodal_i.shape)
+    # the three planes as one 3-channel uint8 image: one area resize
+    buf = np.zeros((side, side, 3), np.uint8)
+    if xb > xa and yb > ya:
+        sub = buf[ya - y0:yb - y0, xa - x0:xb - x0]
+        sub[..., 0] = amodal_i[ya:yb, xa:xb]
+        sub[..., 1] = visible_i[ya:yb, xa:xb]
+        sub[..., 2] = occluders_in_window(visible_count, visible_i, win)
+        buf *= 255
+    small = cv2.resize(buf, (size, size), interpolation=cv2.INTER_AREA)
+    return small.transpose(2, 0, 1) / np.float32(255.0)
+
+
 @dataclass
 class CompletionInputs:
     """Attributes:
@@ -265,18 +284,7 @@ def completion_inputs(amodal: np.ndarray, visible: np.ndarray, amodal_logits: np
     count = visible.sum(0, dtype=np.int32)
     planes = np.zeros((n, cfg.in_channels(num_classes), size, size), np.float32)
     for i in range(n):
-        x0, y0, side = (int(v) for v in boxes[i])
-        xa, ya, xb, yb = win = _window(boxes[i], (height, width))
-        # amodal, visible and occluder region as one 3-channel uint8 image: one area resize
-        buf = np.zeros((side, side, 3), np.uint8)
-        if xb > xa and yb > ya:
-            sub = buf[ya - y0:yb - y0, xa - x0:xb - x0]
-            sub[..., 0] = amodal[i, ya:yb, xa:xb]
-            sub[..., 1] = visible[i, ya:yb, xa:xb]
-            sub[..., 2] = occluders_in_window(count, visible[i], win)
-            buf *= 255
-        small = cv2.resize(buf, (size, size), interpolation=cv2.INTER_AREA)
-        planes[i, :3] = small.transpose(2, 0, 1) / np.float32(255.0)
+        planes[i, :3] = mask_planes(amodal[i], visible[i], count, boxes[i], size)
         planes[i, 3] = sigmoid(crop_logits(amodal_logits[i], boxes[i], (height, width), size))
         planes[i, 4] = sigmoid(crop_logits(visible_logits[i], boxes[i], (height, width), size))
         planes[i, 5] = inside_fraction(boxes[i], (height, width), size)

@@ -28,10 +28,11 @@ import torch.nn.functional as F
 from ros2_amodal_seg.data.types import AmodalDataset
 from ros2_amodal_seg.errors import CheckpointError, ConfigError
 from ros2_amodal_seg.masks import iou_matrix
-from ros2_amodal_seg.model.checkpoint import load_checkpoint, save_checkpoint
+from ros2_amodal_seg.model.checkpoint import load_checkpoint, save_with_stage
 from ros2_amodal_seg.model.completion import (OCCLUDERS, PLANES, CompletionConfig, CompletionInputs,
                                               CompletionNet, completion_inputs, crop_plane)
 from ros2_amodal_seg.model.predictor import AmodalPredictor
+from ros2_amodal_seg.model.visualize import plot_training
 
 
 @dataclass(frozen=True)
@@ -233,42 +234,20 @@ def evaluate_crops(net: CompletionNet, crops: CropSet, num_classes: int, thresho
 def save_with_completion(predictor: AmodalPredictor, net: CompletionNet, cfg: CompletionConfig, out: str | Path,
                          extra: dict | None = None) -> Path:
     """The predictor's model plus ``net`` as a checkpoint with ``completion.enabled``."""
-    model = predictor.model
-    mcfg = dataclasses.replace(model.cfg, completion=dataclasses.replace(cfg, enabled=True))
-    model.completion = net.to(next(model.parameters()).device)
-    model.cfg = mcfg
-    meta = {k: v for k, v in predictor.meta.items()
-            if k not in ("classes_dict", "classes", "input_size", "pixel_mean", "pixel_std", "pixel_range",
-                         "dtype", "model_config", "format", "format_version", "package_version", "torch_version")}
-    meta.update(extra or {})
-    return save_checkpoint(out, model, mcfg, predictor.class_names, extra=meta)
+    return save_with_stage(predictor.model, predictor.meta, predictor.class_names, "completion", "completion", net,
+                           cfg, out, extra)
 
 
 def plot_history(hist: dict, path: str | Path) -> Path:
     """Loss curve and validation hidden-region IoU as a PNG."""
-    import matplotlib  # noqa: PLC0415
+    def validation(b) -> None:
+        if hist["val_step"]:
+            b.plot(hist["val_step"], hist["val_hidden_iou"], "o-", label="completion network")
+            b.plot(hist["val_step"], hist["val_input_hidden_iou"], "s--", label="model's own amodal mask")
+            b.legend()
+        b.set(xlabel="step", ylabel="IoU in the decision regions", title="validation")
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
-
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.5))
-    loss = np.asarray(hist["loss"])
-    k = max(1, len(loss) // 100)
-    a.plot(hist["step"], loss, lw=0.3, alpha=0.4, label="per step")
-    if len(loss) >= k:
-        a.plot(np.asarray(hist["step"])[k - 1:], np.convolve(loss, np.ones(k) / k, "valid"), label=f"mean of {k}")
-    a.set(xlabel="step", ylabel="weighted BCE", title="completion training loss")
-    a.legend()
-    if hist["val_step"]:
-        b.plot(hist["val_step"], hist["val_hidden_iou"], "o-", label="completion network")
-        b.plot(hist["val_step"], hist["val_input_hidden_iou"], "s--", label="model's own amodal mask")
-    b.set(xlabel="step", ylabel="IoU in the decision regions", title="validation")
-    b.legend()
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return plot_training(hist, path, "weighted BCE", "completion training loss", validation)
 
 
 def _cached_crops(cache: Path | None, name: str, make) -> CropSet:

@@ -45,7 +45,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ros2_amodal_seg.errors import ConfigError
-from ros2_amodal_seg.model.completion import _cut, _window, crop_boxes, inside_fraction, occluders_in_window
+from ros2_amodal_seg.model.completion import _cut, crop_boxes, inside_fraction, mask_planes
 
 #: crop planes: image, final amodal and visible masks, occluder region, in-image share
 PLANES: tuple[str, ...] = ("red", "green", "blue", "amodal", "visible", "occluders", "inside")
@@ -159,18 +159,9 @@ def reclassify_inputs(image: np.ndarray, amodal: np.ndarray, visible: np.ndarray
     planes = np.zeros((n, len(PLANES), size, size), np.float32)
     for i in range(n):
         x0, y0, side = (int(v) for v in boxes[i])
-        xa, ya, xb, yb = win = _window(boxes[i], (height, width))
         rgb = cv2.resize(_cut(image, x0, y0, side, np.uint8), (size, size), interpolation=cv2.INTER_AREA)
         planes[i, :3] = rgb.transpose(2, 0, 1) / np.float32(255.0)
-        buf = np.zeros((side, side, 3), np.uint8)
-        if xb > xa and yb > ya:
-            sub = buf[ya - y0:yb - y0, xa - x0:xb - x0]
-            sub[..., 0] = amodal[i, ya:yb, xa:xb]
-            sub[..., 1] = visible[i, ya:yb, xa:xb]
-            sub[..., 2] = occluders_in_window(count, visible[i], win)
-            buf *= 255
-        small = cv2.resize(buf, (size, size), interpolation=cv2.INTER_AREA)
-        planes[i, 3:6] = small.transpose(2, 0, 1) / np.float32(255.0)
+        planes[i, 3:6] = mask_planes(amodal[i], visible[i], count, boxes[i], size)
         planes[i, 6] = inside_fraction(boxes[i], (height, width), size)
     p = np.asarray(class_prob, np.float64).reshape(n, -1)
     total = p.sum(1, keepdims=True)

@@ -33,9 +33,10 @@ import torch.nn.functional as F
 from ros2_amodal_seg.data.types import AmodalDataset
 from ros2_amodal_seg.errors import ConfigError
 from ros2_amodal_seg.masks import iou_matrix
-from ros2_amodal_seg.model.checkpoint import save_checkpoint
+from ros2_amodal_seg.model.checkpoint import save_with_stage
 from ros2_amodal_seg.model.predictor import AmodalPredictor
 from ros2_amodal_seg.model.reclassify import PLANES, ReclassifierNet, ReclassifyConfig, reclassify_inputs
+from ros2_amodal_seg.model.visualize import plot_training
 
 #: predicted occlusion rate above which validation also counts an instance as hidden
 OCCLUDED_RATE = 0.15
@@ -227,44 +228,23 @@ def train_reclassifier_net(train: ClassCrops, val: ClassCrops | None, cfg: Recla
 def save_with_reclassifier(predictor: AmodalPredictor, net: ReclassifierNet, cfg: ReclassifyConfig,
                            out: str | Path, extra: dict | None = None) -> Path:
     """The predictor's model plus ``net`` as a checkpoint with ``reclassify.enabled``."""
-    model = predictor.model
-    mcfg = dataclasses.replace(model.cfg, reclassify=dataclasses.replace(cfg, enabled=True))
-    model.reclassifier = net.to(next(model.parameters()).device)
-    model.cfg = mcfg
-    meta = {k: v for k, v in predictor.meta.items()
-            if k not in ("classes_dict", "classes", "input_size", "pixel_mean", "pixel_std", "pixel_range",
-                         "dtype", "model_config", "format", "format_version", "package_version", "torch_version")}
-    meta.update(extra or {})
-    return save_checkpoint(out, model, mcfg, predictor.class_names, extra=meta)
+    return save_with_stage(predictor.model, predictor.meta, predictor.class_names, "reclassify", "reclassifier", net,
+                           cfg, out, extra)
 
 
 def plot_history(hist: dict, path: str | Path) -> Path:
-    """Loss curve and validation accuracy as a PNG."""
-    import matplotlib  # noqa: PLC0415
+    """Loss curve and validation accuracy (the query's own as dashed lines) as a PNG."""
+    def validation(b) -> None:
+        if hist["val_step"]:
+            b.plot(hist["val_step"], hist["val_accuracy"], "o-", label="all crops")
+            b.plot(hist["val_step"], hist["val_occluded_accuracy"], "s-",
+                   label=f"predicted > {OCCLUDED_RATE:.0%} hidden")
+            b.axhline(hist["val_query_accuracy"], color="C0", ls="--", lw=1, label="query's class: all")
+            b.axhline(hist["val_occluded_query_accuracy"], color="C1", ls="--", lw=1, label="query's class: hidden")
+            b.legend(fontsize=8)
+        b.set(xlabel="step", ylabel="class accuracy", title="validation")
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
-
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.5))
-    loss = np.asarray(hist["loss"])
-    k = max(1, len(loss) // 100)
-    a.plot(hist["step"], loss, lw=0.3, alpha=0.4, label="per step")
-    if len(loss) >= k:
-        a.plot(np.asarray(hist["step"])[k - 1:], np.convolve(loss, np.ones(k) / k, "valid"), label=f"mean of {k}")
-    a.set(xlabel="step", ylabel="cross-entropy", title="re-classifier training loss")
-    a.legend()
-    if hist["val_step"]:
-        b.plot(hist["val_step"], hist["val_accuracy"], "o-", label="all crops")
-        b.plot(hist["val_step"], hist["val_occluded_accuracy"], "s-", label=f"predicted > {OCCLUDED_RATE:.0%} hidden")
-        b.axhline(hist["val_query_accuracy"], color="C0", ls="--", lw=1, label="query's class: all")
-        b.axhline(hist["val_occluded_query_accuracy"], color="C1", ls="--", lw=1, label="query's class: hidden")
-        b.legend(fontsize=8)
-    b.set(xlabel="step", ylabel="class accuracy", title="validation")
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return plot_training(hist, path, "cross-entropy", "re-classifier training loss", validation)
 
 
 def cache_file(cache: Path, data_dir: str | Path) -> Path:

@@ -1,6 +1,8 @@
 """Drawing helpers for docs and debugging: amodal outlines over visible fills."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import cv2
 import numpy as np
 
@@ -31,3 +33,27 @@ def draw_instances(image_rgb: np.ndarray, inst: Instances2D, alpha: float = 0.45
             cv2.putText(out, txt, (int(xs.min()), max(10, int(ys.min()) - 2)), cv2.FONT_HERSHEY_SIMPLEX, 0.35,
                         (255, 255, 255), 1, cv2.LINE_AA)
     return out
+
+
+def plot_training(hist: dict, path: str | Path, loss_label: str, title: str, draw_validation) -> Path:
+    """A training-curve PNG: the per-step loss ``hist["loss"]`` over ``hist["step"]`` with a running
+    mean (left), and whatever ``draw_validation(ax)`` draws (right)."""
+    import matplotlib  # noqa: PLC0415
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.5))
+    loss = np.asarray(hist["loss"])
+    k = max(1, len(loss) // 100)
+    a.plot(hist["step"], loss, lw=0.3, alpha=0.4, label="per step")
+    if len(loss) >= k:
+        a.plot(np.asarray(hist["step"])[k - 1:], np.convolve(loss, np.ones(k) / k, "valid"), label=f"mean of {k}")
+    a.set(xlabel="step", ylabel=loss_label, title=title)
+    a.legend()
+    draw_validation(b)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
