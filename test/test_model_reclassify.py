@@ -17,10 +17,10 @@ from ros2_amodal_seg.model.completion import crop_boxes
 from ros2_amodal_seg.model.model import AmodalSegModel
 from ros2_amodal_seg.model.postprocess import PostprocessConfig, postprocess
 from ros2_amodal_seg.model.predictor import AmodalPredictor
-from ros2_amodal_seg.model.reclassify import (PLANES, Reclassifier, ReclassifierNet, ReclassifyConfig,
-                                              reclassify_inputs, softmax)
+from ros2_amodal_seg.model.reclassify import PLANES, Reclassifier, ReclassifierNet, ReclassifyConfig, reclassify_inputs
 from ros2_amodal_seg.model.reclassify_train import (ClassCrops, ReclassifyTrainConfig, cache_file,
                                                     evaluate_class_crops, train_reclassifier_net)
+from ros2_amodal_seg.model.upsample import softmax
 from test_model_helpers import rect, scene, tiny_config
 
 CLASSES = {1: "box", 2: "cylinder", 3: "sphere", 4: "cone", 5: "torus"}

@@ -373,11 +373,12 @@ class HiddenCompleter:
         return paste_completion(amodal, visible, inputs, logits, self.cfg.threshold, index=sel)
 
 
-def torch_runner(net: CompletionNet, device: torch.device | str) -> Callable[[np.ndarray], np.ndarray]:
-    """``run`` for :class:`HiddenCompleter` over a torch :class:`CompletionNet`."""
+def torch_runner(net: nn.Module, device: torch.device | str) -> Callable[..., np.ndarray]:
+    """``run`` over a torch post-processing network: numpy inputs in, numpy output out (for
+    :class:`HiddenCompleter` over a :class:`CompletionNet`, and for the re-classifier)."""
 
-    def run(planes: np.ndarray) -> np.ndarray:
+    def run(*arrays: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
-            return net(torch.from_numpy(planes).to(device)).float().cpu().numpy()
+            return net(*(torch.from_numpy(a).to(device) for a in arrays)).float().cpu().numpy()
 
     return run

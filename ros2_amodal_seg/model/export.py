@@ -13,8 +13,8 @@ from ros2_amodal_seg.errors import CheckpointError
 from ros2_amodal_seg.model.checkpoint import load_checkpoint
 from ros2_amodal_seg.model.model import ExportWrapper, ModelConfig
 from ros2_amodal_seg.model.postprocess import PostprocessConfig
-from ros2_amodal_seg.model.reclassify import PLANES as RECLASSIFY_PLANES
 from ros2_amodal_seg.model.predictor import DEFAULT_CHECKPOINT, PostprocessingPredictor, check_image, preprocess
+from ros2_amodal_seg.model.reclassify import PLANES as RECLASSIFY_PLANES
 from ros2_amodal_seg.types import Instances2D
 
 OUTPUT_NAMES = ("class_logits", "amodal_logits", "visible_logits", "occlusion_rates", "order_scores")
@@ -101,14 +101,14 @@ class OnnxPredictor(PostprocessingPredictor):
         self.device = "cpu"
         mcfg = ModelConfig.from_dict(self.meta["model_config"])
         if mcfg.completion.enabled:
-            comp = self._side_session(ort, completion_onnx_path(p), so, providers, "completion network")
+            comp = self._side_session(ort, p, completion_onnx_path(p), so, providers, "completion network")
 
             def run(planes: np.ndarray) -> np.ndarray:
                 return comp.run(["logits"], {"planes": planes.astype(np.float32)})[0]
 
             self._set_completer(mcfg.completion, len(self.class_ids), run, completion_flip)
         if mcfg.reclassify.enabled:
-            recl = self._side_session(ort, reclassify_onnx_path(p), so, providers, "re-classifier")
+            recl = self._side_session(ort, p, reclassify_onnx_path(p), so, providers, "re-classifier")
 
             def run_reclassify(planes: np.ndarray, features: np.ndarray) -> np.ndarray:
                 return recl.run(["logits"], {"planes": planes.astype(np.float32),
@@ -117,13 +117,12 @@ class OnnxPredictor(PostprocessingPredictor):
             self._set_reclassifier(mcfg.reclassify, len(self.class_ids), run_reclassify)
 
     @staticmethod
-    def _side_session(ort, path: Path, so, providers: list[str] | None, what: str):
-        """The ONNX Runtime session of a post-processing network exported beside the model."""
+    def _side_session(ort, model_path: Path, path: Path, so, providers: list[str] | None, what: str):
+        """The ONNX Runtime session of a post-processing network exported beside ``model_path``."""
         try:
             return ort.InferenceSession(str(path), so, providers=providers or ["CPUExecutionProvider"])
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
-            raise CheckpointError(f"{path.with_suffix('').with_suffix('.onnx')} needs its {what} {path}: {exc}") \
-                from exc
+            raise CheckpointError(f"{model_path} needs its {what} {path}: {exc}") from exc
 
     def raw(self, image_rgb: np.ndarray) -> list[np.ndarray]:
         """Network outputs for one image (batch dimension removed)."""

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ros2_amodal_seg.masks import iou_matrix
-from ros2_amodal_seg.model.upsample import ColourGuide, guided_upsample_masks, logit, sigmoid, upsample_masks
+from ros2_amodal_seg.model.upsample import (ColourGuide, guided_upsample_masks, logit, sigmoid, softmax,
+                                            upsample_masks)
 from ros2_amodal_seg.types import Instances2D
 
 
@@ -138,9 +139,7 @@ def postprocess(class_logits: np.ndarray, amodal_logits: np.ndarray, visible_log
         raise ValueError(f"image {image.shape[:2]} does not match image_size {(height, width)}")
     if reclassifier is not None and image is None:
         raise ValueError("the reclassifier needs the image")
-    cl = class_logits.astype(np.float64)
-    prob = np.exp(cl - cl.max(-1, keepdims=True))
-    prob /= prob.sum(-1, keepdims=True)
+    prob = softmax(class_logits)                                           # [Q, K+1] float64
     cls_idx = prob[:, :-1].argmax(-1)
     cls_score = prob[np.arange(len(prob)), cls_idx]
     pa = sigmoid(amodal_logits.astype(np.float32))

@@ -14,7 +14,6 @@ from ros2_amodal_seg.model.completion import CompletionConfig, HiddenCompleter, 
 from ros2_amodal_seg.model.model import AmodalSegModel
 from ros2_amodal_seg.model.postprocess import PostprocessConfig, postprocess
 from ros2_amodal_seg.model.reclassify import ReclassifyConfig, Reclassifier
-from ros2_amodal_seg.model.reclassify import torch_runner as reclassify_runner
 from ros2_amodal_seg.types import Instances2D
 
 #: The shipped checkpoint (metadata in ``amodal_seg.json`` beside it).
@@ -127,7 +126,7 @@ class AmodalPredictor(PostprocessingPredictor):
                                 completion_flip)
         if model.reclassifier is not None:
             self._set_reclassifier(model.cfg.reclassify, model.cfg.num_classes,
-                                   reclassify_runner(model.reclassifier, device))
+                                   torch_runner(model.reclassifier, device))
 
     @classmethod
     def from_checkpoint(cls, path: str | Path | None = None, device: str = "auto", score_threshold: float = 0.5,

@@ -28,7 +28,8 @@ others its runner-up classes. Instances whose new score falls below the score th
 are dropped (the threshold bounds the score of the reported class).
 
 The numpy side (crops in, probabilities out) is shared by the torch and ONNX predictors;
-the network is called through ``run(planes [N, P, S, S], features [N, F]) -> [N, K] logits``.
+the network is called through ``run(planes [N, P, S, S], features [N, F]) -> [N, K] logits``
+(:func:`~ros2_amodal_seg.model.completion.torch_runner` over a :class:`ReclassifierNet`, or ONNX Runtime).
 The network is trained after the main model and the completion network, on their own
 predictions matched to ground truth (:mod:`.reclassify_train`).
 """
@@ -46,6 +47,7 @@ from torch import nn
 
 from ros2_amodal_seg.errors import ConfigError
 from ros2_amodal_seg.model.completion import _cut, crop_boxes, inside_fraction, mask_planes
+from ros2_amodal_seg.model.upsample import softmax
 
 #: crop planes: image, final amodal and visible masks, occluder region, in-image share
 PLANES: tuple[str, ...] = ("red", "green", "blue", "amodal", "visible", "occluders", "inside")
@@ -171,13 +173,6 @@ def reclassify_inputs(image: np.ndarray, amodal: np.ndarray, visible: np.ndarray
     return ReclassifyInputs(planes, features, boxes)
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Row softmax of ``[N, K]`` logits (float64)."""
-    z = np.asarray(logits, np.float64)
-    e = np.exp(z - z.max(-1, keepdims=True))
-    return e / e.sum(-1, keepdims=True)
-
-
 class Reclassifier:
     """Post-processing step: ``reclassifier(image, amodal, visible, class_prob, scores, occlusion_rates)``
     -> ``[N, K]`` new class distributions. ``run`` maps ``([N, P, S, S], [N, K + 2])`` float32 to
@@ -200,13 +195,3 @@ class Reclassifier:
             return softmax(self.run(x.planes, x.features))
         finally:
             self.last_ms = (time.perf_counter() - t0) * 1e3
-
-
-def torch_runner(net: ReclassifierNet, device: torch.device | str) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
-    """``run`` for :class:`Reclassifier` over a torch :class:`ReclassifierNet`."""
-
-    def run(planes: np.ndarray, features: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            return net(torch.from_numpy(planes).to(device), torch.from_numpy(features).to(device)).float().cpu().numpy()
-
-    return run

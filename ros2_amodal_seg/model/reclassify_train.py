@@ -285,9 +285,7 @@ def run(checkpoint: str | Path | None, data: list[str], val: list[str], out: str
     if not collect_only and out is None:
         raise ConfigError("an output checkpoint path is needed unless collecting only")
     t0 = time.time()
-    pred = AmodalPredictor.from_checkpoint(checkpoint, device, max_instances=50)
-    if pred.model.reclassifier is not None:
-        pred.model.reclassifier, pred.reclassifier = None, None      # a new one replaces it
+    pred = AmodalPredictor.from_checkpoint(checkpoint, device, max_instances=50)   # an old re-classifier is replaced
     k = pred.model.cfg.num_classes
     cache = None if crop_cache is None else Path(crop_cache)
     train = ClassCrops.concat([_crops_of(pred, d, cfg, train_cfg, cache, progress) for d in data])

@@ -26,6 +26,13 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.clip(x, -50, 50)))
 
 
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Softmax over the last axis, in float64 (the maximum subtracted first)."""
+    z = np.asarray(logits, np.float64)
+    e = np.exp(z - z.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
 def logit(p: float) -> float:
     """Inverse of :func:`sigmoid` for a probability in (0, 1)."""
     return float(np.log(p / (1.0 - p)))
