@@ -28,7 +28,8 @@ CLASSES = {1: "box", 2: "cylinder", 3: "sphere", 4: "cone", 5: "torus"}
 def test_onnx_matches_torch(tmp_path):
     torch.manual_seed(0)
     cfg = tiny_config(completion=CompletionConfig(enabled=True, crop_size=16, channels=(4, 8, 8)),
-                      reclassify=ReclassifyConfig(enabled=True, crop_size=16, channels=(4, 8, 8, 8), hidden=8))
+                      reclassify=ReclassifyConfig(enabled=True, crop_size=16, channels=(4, 8, 8, 8), hidden=8,
+                                                   quality=True, quality_weight=0.5))
     model = AmodalSegModel(cfg)
     torch.nn.init.normal_(model.completion.head.weight, std=1.0)    # an untrained one would copy its input
     torch.nn.init.normal_(model.reclassifier.mlp[-1].weight, std=3.0)   # likewise its query's classes
@@ -42,6 +43,7 @@ def test_onnx_matches_torch(tmp_path):
     rng = np.random.default_rng(1)
     crops = rng.random((3, len(RECLASSIFY_PLANES), 16, 16)).astype(np.float32)
     feats = rng.random((3, 7)).astype(np.float32)
+    assert tp.reclassifier.run(crops, feats).shape == (3, 6)        # 5 classes + the IoU logit
     np.testing.assert_allclose(op.reclassifier.run(crops, feats), tp.reclassifier.run(crops, feats), rtol=1e-3,
                                atol=1e-4)
     assert op.class_names == CLASSES

@@ -1,7 +1,8 @@
 """Class re-reading (model/reclassify.py, reclassify_train.py): crop planes by hand, the
 untrained network keeps the query's classes, post-processing shares the score mass out over
-the re-read classes, the network learns a class the query cannot see, and the checkpoint /
-predictor / command plumbing."""
+the re-read classes and puts the predicted IoU in the place of the query's mask quality, the
+network learns a class the query cannot see and a mask misfit only the image shows, and the
+checkpoint / predictor / command plumbing."""
 from __future__ import annotations
 
 import dataclasses
@@ -25,6 +26,7 @@ from test_model_helpers import rect, scene, tiny_config
 
 CLASSES = {1: "box", 2: "cylinder", 3: "sphere", 4: "cone", 5: "torus"}
 SMALL = ReclassifyConfig(enabled=True, crop_size=16, channels=(4, 8, 8, 8), hidden=8)
+SMALL_Q = dataclasses.replace(SMALL, quality=True)
 
 
 def test_untrained_network_keeps_the_query_distribution_and_config_is_checked():
@@ -34,7 +36,12 @@ def test_untrained_network_keeps_the_query_distribution_and_config_is_checked():
     feats = torch.from_numpy(np.concatenate([dist, rng.random((4, 2))], 1).astype(np.float32))
     out = torch.softmax(net(torch.rand(4, len(PLANES), 16, 16), feats), 1)
     torch.testing.assert_close(out, torch.from_numpy(dist).float(), atol=1e-5, rtol=0)
-    for bad in ({"crop_size": 24}, {"channels": (4, 8, 8)}, {"context": 3.0}, {"hidden": 2}):
+    q = ReclassifierNet(SMALL_Q, 5)                       # the quality head adds one column, classes as before
+    assert q.num_outputs == 6 and net.num_outputs == 5
+    both = q(torch.rand(4, len(PLANES), 16, 16), feats)
+    assert both.shape == (4, 6)
+    torch.testing.assert_close(torch.softmax(both[:, :5], 1), torch.from_numpy(dist).float(), atol=1e-5, rtol=0)
+    for bad in ({"crop_size": 24}, {"channels": (4, 8, 8)}, {"context": 3.0}, {"hidden": 2}, {"quality_weight": 1.5}):
         with pytest.raises(ConfigError):
             ReclassifyConfig(**bad)
 
@@ -127,6 +134,35 @@ def test_postprocess_shares_the_score_mass_over_the_re_read_classes():
         postprocess(*args, cfg=cfg, reclassifier=Reclassifier(SMALL, 5, run))
 
 
+def test_postprocess_puts_the_predicted_iou_in_place_of_the_mask_quality():
+    """Two crisp separate objects (mask quality ~1, no NMS decay): with w = 1 a score is the
+    re-read class share times the predicted IoU; w = 0.5 uses its square root."""
+    args = _two_objects()
+    img = np.full((64, 64, 3), 100, np.uint8)
+    cfg = PostprocessConfig(score_threshold=0.05, refine=False)
+
+    def run(planes, features):                 # classes as the query has them; IoU 0.5 for A, 0.9 for B
+        out = np.log(np.maximum(features[:, :5], 1e-9))
+        iou = np.where(features[:, 0] > 0.5, 0.5, 0.9)
+        return np.concatenate([out, np.log(iou / (1 - iou))[:, None]], 1).astype(np.float32)
+
+    plain = postprocess(*args, cfg=cfg, image=img, reclassifier=Reclassifier(SMALL, 5, lambda p, f: run(p, f)[:, :5]))
+    q1 = postprocess(*args, cfg=cfg, image=img, reclassifier=Reclassifier(SMALL_Q, 5, run))
+    half = dataclasses.replace(SMALL_Q, quality_weight=0.5)
+    q05 = postprocess(*args, cfg=cfg, image=img, reclassifier=Reclassifier(half, 5, run))
+    ia = int(np.argmax(plain.class_ids == 1))
+    expect = np.where(np.arange(len(plain)) == ia, 0.5, 0.9)
+    np.testing.assert_allclose(q1.scores, plain.scores * expect, rtol=1e-3)            # mask quality 0.9997
+    np.testing.assert_allclose(q1.alt_scores, plain.alt_scores * expect[:, None], rtol=1e-3, atol=1e-9)
+    np.testing.assert_allclose(q05.scores, plain.scores * np.sqrt(expect), rtol=1e-3)
+    np.testing.assert_array_equal(q1.amodal_masks, plain.amodal_masks)
+    high = PostprocessConfig(score_threshold=float(plain.scores[ia]) * 0.7, refine=False)   # A drops, B stays
+    kept = postprocess(*args, cfg=high, image=img, reclassifier=Reclassifier(SMALL_Q, 5, run))
+    assert len(kept) == 1 and kept.class_ids[0] == 2
+    with pytest.raises(ValueError, match="expected"):     # a network without the head in a quality config
+        postprocess(*args, cfg=cfg, image=img, reclassifier=Reclassifier(SMALL_Q, 5, lambda p, f: run(p, f)[:, :5]))
+
+
 def _texture_crops(n: int, rng: np.random.Generator, size: int = 16) -> ClassCrops:
     """The class is in the image only: stripes (class 3) or a flat patch (class 1) under the
     visible mask; the query's distribution says class 1 for all of them."""
@@ -142,7 +178,24 @@ def _texture_crops(n: int, rng: np.random.Generator, size: int = 16) -> ClassCro
         planes[k, 3] = planes[k, 4] = m * 255
         planes[k, 6] = 255
     feats = np.tile(np.array([0.7, 0.05, 0.15, 0.05, 0.05, 0.5, 0.3], np.float32), (n, 1))
-    return ClassCrops(planes, feats, labels.astype(np.int64))
+    return ClassCrops(planes, feats, labels.astype(np.int64), np.ones(n, np.float32))
+
+
+def _misfit_crops(n: int, rng: np.random.Generator, size: int = 16) -> ClassCrops:
+    """An 8 x 8 object in the image and an 8 x 8 amodal mask shifted right by d = 0..6 px: the
+    IoU (8 - d) / (8 + d) is in the image only (the score feature is noise); a third of the crops
+    match no object (label -1) and still carry their IoU."""
+    planes = np.zeros((n, len(PLANES), size, size), np.uint8)
+    shift = rng.integers(0, 7, n)
+    for k in range(n):
+        a = int(rng.integers(1, 3))
+        planes[k, :3] = np.where(rect(size, size, a, a + 8, a, a + 8), 220, 30)[None]
+        planes[k, 3] = planes[k, 4] = rect(size, size, a, a + 8, a + shift[k], a + 8 + shift[k]) * 255
+        planes[k, 6] = 255
+    feats = np.tile(np.array([0.7, 0.05, 0.15, 0.05, 0.05, 0.5, 0.3], np.float32), (n, 1))
+    feats[:, 5] = rng.random(n)
+    labels = np.where(rng.random(n) < 1 / 3, -1, 0)
+    return ClassCrops(planes, feats, labels.astype(np.int64), ((8 - shift) / (8 + shift)).astype(np.float32))
 
 
 def test_reclassifier_learns_a_class_the_query_does_not_see():
@@ -158,14 +211,31 @@ def test_reclassifier_learns_a_class_the_query_does_not_see():
     assert np.mean(hist["loss"][-20:]) < 0.5 * np.mean(hist["loss"][:20])
 
 
-def test_checkpoint_with_reclassifier_round_trips_and_runs_in_the_predictor(tmp_path):
+def test_quality_head_learns_a_mask_misfit_only_the_image_shows():
+    rng = np.random.default_rng(0)
+    train, val = _misfit_crops(384, rng), _misfit_crops(96, rng)
+    torch.set_num_threads(2)
+    net, hist = train_reclassifier_net(train, val, SMALL_Q, 5,
+                                       ReclassifyTrainConfig(steps=200, batch_size=32, lr=1e-2), progress=False)
+    m = evaluate_class_crops(net, val)
+    assert m["quality_crops"] == len(val) and m["crops"] == int((val.labels >= 0).sum()) < len(val)
+    assert m["quality_corr"] > 0.8 and abs(m["score_corr"]) < 0.4, m
+    assert m["quality_mae"] < 0.1 and hist["val_quality_corr"][-1] == m["quality_corr"]
+    # without the head only the labelled crops train, and the class stays right (all index 0 here)
+    plain, _ = train_reclassifier_net(train, None, SMALL, 5, ReclassifyTrainConfig(steps=5, batch_size=8),
+                                      progress=False)
+    assert "quality_corr" not in evaluate_class_crops(plain, val) and evaluate_class_crops(plain, val)["accuracy"] == 1.0
+
+
+@pytest.mark.parametrize("rcfg", [SMALL, SMALL_Q], ids=["classes", "classes+quality"])
+def test_checkpoint_with_reclassifier_round_trips_and_runs_in_the_predictor(tmp_path, rcfg):
     torch.manual_seed(0)
-    cfg = tiny_config(reclassify=SMALL)
+    cfg = tiny_config(reclassify=rcfg)
     model = AmodalSegModel(cfg)
     torch.nn.init.normal_(model.reclassifier.mlp[-1].weight, std=3.0)      # make the (untrained) net change classes
     ckpt = save_checkpoint(tmp_path / "m.safetensors", model, cfg, CLASSES)
     loaded, _ = load_checkpoint(ckpt)
-    assert loaded.cfg.reclassify == SMALL and loaded.reclassifier is not None
+    assert loaded.cfg.reclassify == rcfg and loaded.reclassifier is not None
     for a, b in zip(loaded.reclassifier.state_dict().values(), model.reclassifier.state_dict().values()):
         torch.testing.assert_close(a, b)
     with pytest.raises(CheckpointError):
@@ -181,9 +251,9 @@ def test_checkpoint_with_reclassifier_round_trips_and_runs_in_the_predictor(tmp_
     assert len(with_r) == len(without) > 1                  # threshold 0: nobody dropped
     np.testing.assert_array_equal(with_r.amodal_masks, without.amodal_masks)
     assert not np.array_equal(with_r.class_ids, without.class_ids) or not np.allclose(with_r.scores, without.scores)
-    # the score mass (main + runner-ups) is what it was
-    np.testing.assert_allclose(with_r.scores + with_r.alt_scores.sum(1), without.scores + without.alt_scores.sum(1),
-                               rtol=1e-4)
+    if not rcfg.quality:     # the score mass (main + runner-ups) is what it was
+        np.testing.assert_allclose(with_r.scores + with_r.alt_scores.sum(1),
+                                   without.scores + without.alt_scores.sum(1), rtol=1e-4)
     # old checkpoints (no reclassify entry) load with none
     plain = save_checkpoint(tmp_path / "p.safetensors", AmodalSegModel(tiny_config()), tiny_config(), CLASSES)
     assert AmodalPredictor.from_checkpoint(plain, "cpu").reclassifier is None
@@ -207,15 +277,20 @@ def test_train_reclassifier_run_collects_per_folder_and_writes_a_checkpoint(tmp_
     assert f.is_file() and f.name.startswith("c.ds-") and got["train_crops"] > 0 and "checkpoint" not in got
     z = np.load(f)
     assert z["planes"].dtype == np.uint8 and z["planes"].shape[1:] == (len(PLANES), 16, 16)
-    assert set(np.unique(z["labels"])) <= set(range(5))
+    assert set(np.unique(z["labels"])) <= set(range(-1, 5)) and len(z["iou"]) == len(z["labels"])
+    assert z["iou"].min() >= 0 and z["iou"].max() <= 1 and np.all((z["labels"] >= 0) == (z["iou"] >= 0.01))
     summary = run(src, [str(data)], [str(data)], tmp_path / "out.safetensors", SMALL, tcfg, device="cpu",
                   progress=False, crop_cache=tmp_path / "c")
     assert summary["train_crops"] == summary["val_crops"] == got["train_crops"]
     assert summary["collect_s"] < got["collect_s"] + 5 and (tmp_path / "out.reclassify.png").is_file()
     loaded, meta = load_checkpoint(tmp_path / "out.safetensors")
-    assert loaded.cfg.reclassify == SMALL and meta["reclassify_training"]["val"]["crops"] == got["train_crops"]
+    assert loaded.cfg.reclassify == SMALL and meta["reclassify_training"]["val"]["crops"] == got["train_labelled"]
     for k, v in model.state_dict().items():                  # the model's own weights are unchanged
         torch.testing.assert_close(loaded.state_dict()[k], v)
+    np.savez(f, planes=z["planes"], features=z["features"], labels=z["labels"])     # a cache of an older version
+    with pytest.raises(ConfigError, match="iou"):
+        run(src, [str(data)], [], tmp_path / "o2.safetensors", SMALL, tcfg, device="cpu", progress=False,
+            crop_cache=tmp_path / "c")
 
 
 def test_train_reclassifier_cli_refuses_bad_arguments(tmp_path, capsys):

@@ -131,8 +131,10 @@ def postprocess(class_logits: np.ndarray, amodal_logits: np.ndarray, visible_log
             each kept instance's amodal mask inside the other instances' visible masks.
         reclassifier: a :class:`~ros2_amodal_seg.model.reclassify.Reclassifier` (or None; needs
             ``image``): re-reads each kept instance's class distribution from a crop of the image
-            and of the final masks. Its score summed over the classes stays; instances whose new
-            best class scores below ``cfg.score_threshold`` are dropped.
+            and of the final masks. Its score summed over the classes stays; with a quality head
+            the predicted amodal IoU replaces the query's mask quality in the score (a share
+            ``quality_weight`` of it, geometrically); instances whose new best class scores below
+            ``cfg.score_threshold`` are dropped.
     """
     height, width = image_size
     if image is not None and image.shape[:2] != (height, width):
@@ -178,8 +180,12 @@ def postprocess(class_logits: np.ndarray, amodal_logits: np.ndarray, visible_log
     main, main_score = cls_idx[cand], scores[cand]
     if reclassifier is not None and len(cand):
         # the re-read distribution shares out the instance's score mass over the classes
-        fg = reclassifier(image, am, vi, fg, scores[cand], np.clip(occlusion_rates[cand], 0, 1)) \
-            * fg.sum(1, keepdims=True)                                     # [N, K]
+        read, iou = reclassifier(image, am, vi, fg, scores[cand], np.clip(occlusion_rates[cand], 0, 1))
+        fg = read * fg.sum(1, keepdims=True)                               # [N, K]
+        if iou is not None:
+            # the network's predicted mask IoU replaces (a share w of) the query's mask quality
+            w = reclassifier.cfg.quality_weight
+            ratio = ratio * (np.clip(iou, 1e-6, 1.0) / np.maximum(mask_q[cand], 1e-6)) ** w
         main = fg.argmax(1)
         main_score = fg[np.arange(len(cand)), main] * ratio
         ok = main_score >= cfg.score_threshold

@@ -27,8 +27,16 @@ distribution shares it out: the best class becomes the instance's class and scor
 others its runner-up classes. Instances whose new score falls below the score threshold
 are dropped (the threshold bounds the score of the reported class).
 
+With ``quality`` the same network also predicts the IoU of the instance's final amodal mask
+with its object (a mask-quality head, as in Mask Scoring R-CNN). The query's own mask quality
+(its mean mask probability inside the mask) cannot see whether the completed hidden part is
+right; the crop shows the visible part's outline and the occluders at full resolution. In
+post-processing the predicted IoU takes the place of the query's mask quality in the score
+(``quality_weight`` w: ``query_quality ** (1 - w) * predicted_iou ** w``), so instances are
+ranked by how good their masks are (what COCO AP at IoU 0.5-0.95 rewards).
+
 The numpy side (crops in, probabilities out) is shared by the torch and ONNX predictors;
-the network is called through ``run(planes [N, P, S, S], features [N, F]) -> [N, K] logits``
+the network is called through ``run(planes [N, P, S, S], features [N, F]) -> [N, K (+ 1)] logits``
 (:func:`~ros2_amodal_seg.model.completion.torch_runner` over a :class:`ReclassifierNet`, or ONNX Runtime).
 The network is trained after the main model and the completion network, on their own
 predictions matched to ground truth (:mod:`.reclassify_train`).
@@ -47,7 +55,7 @@ from torch import nn
 
 from ros2_amodal_seg.errors import ConfigError
 from ros2_amodal_seg.model.completion import _cut, crop_boxes, inside_fraction, mask_planes
-from ros2_amodal_seg.model.upsample import softmax
+from ros2_amodal_seg.model.upsample import sigmoid, softmax
 
 #: crop planes: image, final amodal and visible masks, occluder region, in-image share
 PLANES: tuple[str, ...] = ("red", "green", "blue", "amodal", "visible", "occluders", "inside")
@@ -65,6 +73,11 @@ class ReclassifyConfig:
         min_side_px: smallest crop side [px of the full image].
         channels: widths of the stem (stride 2) and of the three conv + 2x max-pool stages.
         hidden: width of the MLP over the pooled features and the instance's features.
+        quality: the network also predicts the IoU of the instance's final amodal mask with its
+            object (a mask-quality head on the same MLP features, as Mask Scoring R-CNN); it then
+            replaces the query's own mask-quality factor in the score (``quality_weight``).
+        quality_weight: w in [0, 1]: the score's mask-quality factor becomes
+            ``query_quality ** (1 - w) * predicted_iou ** w`` (0: the query's, 1: the network's).
     """
 
     enabled: bool = False
@@ -73,6 +86,8 @@ class ReclassifyConfig:
     min_side_px: int = 16
     channels: tuple[int, ...] = (16, 32, 64, 96)
     hidden: int = 128
+    quality: bool = False
+    quality_weight: float = 1.0
 
     def __post_init__(self) -> None:
         if self.crop_size < 16 or self.crop_size % 16:
@@ -83,6 +98,8 @@ class ReclassifyConfig:
         if len(self.channels) != 4 or min(self.channels) < 4 or self.hidden < 4:
             raise ConfigError(f"reclassify channels must be 4 widths >= 4 and hidden >= 4, got "
                               f"{self.channels}, {self.hidden}")
+        if not 0.0 <= self.quality_weight <= 1.0:
+            raise ConfigError(f"reclassify quality_weight must be in [0, 1], got {self.quality_weight}")
 
     @staticmethod
     def num_features(num_classes: int) -> int:
@@ -97,12 +114,14 @@ def _stage(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
 
 
 class ReclassifierNet(nn.Module):
-    """``[N, P, S, S]`` crop planes + ``[N, F]`` features -> ``[N, K]`` class logits.
+    """``[N, P, S, S]`` crop planes + ``[N, F]`` features -> ``[N, K]`` class logits, or
+    ``[N, K + 1]`` with ``cfg.quality`` (the last column: logit of the predicted amodal IoU).
 
     A stride-2 stem, three conv stages each followed by 2x max pooling (S -> S/16), mean and
     max pooling, and an MLP over those and the features. The log of the query's class
-    distribution (the first K features) is added to the output as a prior, and the last layer
-    starts at zero: an untrained network keeps the query's classes.
+    distribution (the first K features) is added to the class output as a prior, and the class
+    layer starts at zero: an untrained network keeps the query's classes. The quality head is a
+    linear layer on the MLP's hidden features.
     """
 
     def __init__(self, cfg: ReclassifyConfig, num_classes: int) -> None:
@@ -116,15 +135,26 @@ class ReclassifierNet(nn.Module):
                                  nn.ReLU(inplace=True), nn.Linear(cfg.hidden, num_classes))
         nn.init.zeros_(self.mlp[-1].weight)
         nn.init.zeros_(self.mlp[-1].bias)
+        self.quality = nn.Linear(cfg.hidden, 1) if cfg.quality else None
+
+    @property
+    def num_outputs(self) -> int:
+        """K class logits, plus one IoU logit with the quality head."""
+        return self.num_classes + (self.quality is not None)
 
     def forward(self, planes: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
-        """planes: ``[N, P, S, S]`` (see :data:`PLANES`); features: ``[N, K + 2]`` -> ``[N, K]`` logits."""
+        """planes: ``[N, P, S, S]`` (see :data:`PLANES`); features: ``[N, K + 2]`` -> ``[N, K]`` class
+        logits (``[N, K + 1]``: and the IoU logit, with the quality head)."""
         x = self.stem(planes)                                          # [N, c0, S/2, S/2]
         for stage in self.stages:
             x = F.max_pool2d(stage(x), 2)                              # ... [N, c3, S/16, S/16]
         pooled = torch.cat([x.mean((2, 3)), x.amax((2, 3))], 1)        # [N, 2 c3]
         prior = torch.log(features[:, :self.num_classes].clamp_min(1e-6))   # [N, K]
-        return self.mlp(torch.cat([pooled, features], 1)) + prior
+        hidden = self.mlp[1](self.mlp[0](torch.cat([pooled, features], 1)))   # [N, hidden]
+        logits = self.mlp[2](hidden) + prior                                 # [N, K]
+        if self.quality is None:
+            return logits
+        return torch.cat([logits, self.quality(hidden)], 1)                  # [N, K + 1]
 
 
 # ---------------------------------------------------------------------------- inputs (numpy)
@@ -175,8 +205,9 @@ def reclassify_inputs(image: np.ndarray, amodal: np.ndarray, visible: np.ndarray
 
 class Reclassifier:
     """Post-processing step: ``reclassifier(image, amodal, visible, class_prob, scores, occlusion_rates)``
-    -> ``[N, K]`` new class distributions. ``run`` maps ``([N, P, S, S], [N, K + 2])`` float32 to
-    ``[N, K]`` logits (torch or ONNX Runtime)."""
+    -> ``([N, K] new class distributions, [N] predicted amodal IoU or None)``. ``run`` maps
+    ``([N, P, S, S], [N, K + 2])`` float32 to ``[N, K]`` logits, or ``[N, K + 1]`` with
+    ``cfg.quality`` (torch or ONNX Runtime)."""
 
     def __init__(self, cfg: ReclassifyConfig, num_classes: int,
                  run: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> None:
@@ -186,12 +217,16 @@ class Reclassifier:
         self.last_ms = 0.0          # wall time of the last call [ms]
 
     def __call__(self, image: np.ndarray, amodal: np.ndarray, visible: np.ndarray, class_prob: np.ndarray,
-                 scores: np.ndarray, occlusion_rates: np.ndarray) -> np.ndarray:
+                 scores: np.ndarray, occlusion_rates: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         t0 = time.perf_counter()
         try:
             if len(amodal) == 0:
-                return np.zeros((0, self.num_classes))
+                return np.zeros((0, self.num_classes)), (np.zeros(0) if self.cfg.quality else None)
             x = reclassify_inputs(image, amodal, visible, class_prob, scores, occlusion_rates, self.cfg)
-            return softmax(self.run(x.planes, x.features))
+            out = np.asarray(self.run(x.planes, x.features), np.float64)          # [N, K (+ 1)]
+            k = self.num_classes
+            if out.shape != (len(amodal), k + self.cfg.quality):
+                raise ValueError(f"re-classifier returned {out.shape}, expected {(len(amodal), k + self.cfg.quality)}")
+            return softmax(out[:, :k]), (sigmoid(out[:, k]) if self.cfg.quality else None)
         finally:
             self.last_ms = (time.perf_counter() - t0) * 1e3
