@@ -41,7 +41,7 @@ AP_MARGIN = 3.0
 ORDER_MARGIN = 0.1
 #: floor on the shipped weights' offline amodal AP on these 12 frames (measured 63.8 street,
 #: 71.0 tabletop with the GPU-trained hidden-part completion network, single pass, before the class
-#: re-reading network (not re-measured with it), 2026-11-23;
+#: re-reading network (not re-measured with it or its mask-quality head), 2026-11-23;
 #: 62.7 / 69.2 with the CPU-trained one, 60.9 / 69.5 after its first cycle; 57.9 / 63.6 with the stage-8 network
 #: alone, guided mask refinement and Matrix NMS; 38.7 / 41.2 with the stage-5 weights and plain
 #: upsampling): a regression guard for the checkpoint, not the target.
