@@ -26,7 +26,7 @@ from test_model_helpers import rect, scene, tiny_config
 
 CLASSES = {1: "box", 2: "cylinder", 3: "sphere", 4: "cone", 5: "torus"}
 SMALL = ReclassifyConfig(enabled=True, crop_size=16, channels=(4, 8, 8, 8), hidden=8)
-SMALL_Q = dataclasses.replace(SMALL, quality=True)
+SMALL_Q = dataclasses.replace(SMALL, quality=True, quality_weight=1.0)
 
 
 def test_untrained_network_keeps_the_query_distribution_and_config_is_checked():
