@@ -40,6 +40,7 @@ from ros2_amodal_seg.masks import iou_matrix
 from ros2_amodal_seg.model.checkpoint import save_with_stage
 from ros2_amodal_seg.model.predictor import AmodalPredictor
 from ros2_amodal_seg.model.reclassify import PLANES, ReclassifierNet, ReclassifyConfig, reclassify_inputs
+from ros2_amodal_seg.model.upsample import sigmoid
 from ros2_amodal_seg.model.visualize import plot_training
 
 #: predicted occlusion rate above which validation also counts an instance as hidden
@@ -205,7 +206,7 @@ def evaluate_class_crops(net: ReclassifierNet, crops: ClassCrops, device: torch.
            "occluded_query_accuracy": float(base[occ].mean()) if occ.any() else float("nan"),
            "crops": int(lab.sum()), "occluded_crops": int(occ.sum())}
     if net.quality is not None and len(crops) > 1:
-        q = 1.0 / (1.0 + np.exp(-out[:, k].astype(np.float64)))
+        q = sigmoid(out[:, k].astype(np.float64))
         res.update(quality_mae=float(np.abs(q - crops.iou).mean()), quality_corr=_corr(q, crops.iou),
                    score_corr=_corr(crops.features[:, k], crops.iou), quality_crops=len(crops))
     return res
