@@ -52,7 +52,7 @@ def ensure_split(root: Path, num: int, seed: int) -> Path:
 
 
 def main() -> int:
-    from ros2_amodal_seg.model.cli import positive_int  # noqa: PLC0415
+    from ros2_amodal_seg.model.cli import non_negative_float, positive_int  # noqa: PLC0415
     from ros2_amodal_seg.model.postprocess import NMS_METHODS, PostprocessConfig  # noqa: PLC0415  (no torch)
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -78,6 +78,8 @@ def main() -> int:
                     help="entries per instance: its class and runner-ups (amodal-seg predict --classes-per-instance)")
     ap.add_argument("--nms-method", choices=NMS_METHODS, default=PostprocessConfig.nms_method,
                     help="matrix: Matrix NMS; hard: greedy mask NMS at the default IoU (ablation)")
+    ap.add_argument("--final-nms-sigma", type=non_negative_float, default=PostprocessConfig.final_nms_sigma,
+                    help="final Matrix NMS on the final amodal masks' IoU after re-scoring; 0 = off (ablation)")
     args = ap.parse_args()
 
     from ros2_amodal_seg.model.evaluate import evaluate_predictions, plot_pr  # noqa: PLC0415
@@ -92,7 +94,7 @@ def main() -> int:
                             complete_hidden=not args.no_completion,
                             completion_flip=False if args.no_completion_flip else None,
                             nms_method=args.nms_method, classes_per_instance=args.classes_per_instance,
-                            reclassify=not args.no_reclassify)
+                            reclassify=not args.no_reclassify, final_nms_sigma=args.final_nms_sigma)
     runs = {
         "both presets": (both, preds),
         "tabletop": (root / "tabletop", [p for p in preds if p["image_id"] < OFFSET]),

@@ -13,11 +13,12 @@ import torch
 from ros2_amodal_seg.errors import CheckpointError, InvalidInputError
 from ros2_amodal_seg.model.augment import SampleArrays, paste_occluder
 from ros2_amodal_seg.model.checkpoint import load_checkpoint, save_checkpoint
-from ros2_amodal_seg.model.cli import positive_int
+from ros2_amodal_seg.model.cli import non_negative_float, positive_int
 from ros2_amodal_seg.model.criterion import LossConfig, SetCriterion, dice_loss, hidden_region, order_loss
 from ros2_amodal_seg.model.matcher import hungarian_match
 from ros2_amodal_seg.model.model import AmodalSegModel
-from ros2_amodal_seg.model.postprocess import PostprocessConfig, depth_ranks, mask_nms, matrix_nms, occluded_by, postprocess
+from ros2_amodal_seg.model.postprocess import (PostprocessConfig, depth_ranks, final_decay, mask_nms, matrix_nms,
+                                               occluded_by, postprocess)
 from ros2_amodal_seg.model.upsample import ColourGuide, guided_upsample_masks, upsample_masks
 from ros2_amodal_seg.model.predictor import AmodalPredictor
 from ros2_amodal_seg.model.transformer_decoder import LayerPrediction
@@ -152,6 +153,64 @@ def test_nms_duplicate_vs_distinct_overlapping():
     assert dec[0] == pytest.approx(0.9) and dec[1] == pytest.approx(0.8)
     assert dec[2] == pytest.approx(0.85 * np.exp(-2 * (192 / 208) ** 2), rel=1e-5)
     assert matrix_nms(amodal[:0], visible[:0], np.zeros(0), 2.0).shape == (0,)
+
+
+def test_final_nms_decays_a_duplicate_that_the_first_nms_keeps():
+    """Two queries of one object with one full extent, one seeing only half of it: the first NMS
+    (min of amodal and visible IoU = 0.5) decays the second by exp(-2 * 0.5^2) only; the final
+    NMS on the amodal IoU (1.0) multiplies that by exp(-2). A third, separate object is untouched."""
+    q, h, w = 3, 8, 8
+    cls = np.full((q, 6), -10.0)
+    cls[0, 0], cls[1, 0], cls[1, 1], cls[2, 2] = 10.0, 10.0, 9.0, 10.0
+    am = np.full((q, h, w), -10.0)
+    am[:2, :4, :4] = 10                              # queries 0 and 1: the same full extent
+    am[2, 5:, 5:] = 10                               # query 2: another object
+    vi = am.copy()
+    vi[1, :, 2:] = -10                               # query 1 sees only the left half
+    args = (cls, am, vi, np.zeros(q), np.array([1.0, 2.0, 3.0]), (16, 16), [1, 2, 3, 4, 5])
+    off = postprocess(*args, PostprocessConfig(score_threshold=0.01, final_nms_sigma=0.0))
+    on = postprocess(*args, PostprocessConfig(score_threshold=0.01, final_nms_sigma=2.0))
+    assert len(off) == len(on) == 3
+    s_off = dict(zip(off.order_scores.astype(int).tolist(), off.scores.tolist()))
+    s_on = dict(zip(on.order_scores.astype(int).tolist(), on.scores.tolist()))
+    p1 = 1 / (1 + np.exp(-1.0) + 4 * np.exp(-20.0))                 # query 1's class probability
+    assert s_off[2] == pytest.approx(p1 * np.exp(-2 * 0.5 ** 2), rel=1e-3)
+    assert s_on[2] == pytest.approx(s_off[2] * np.exp(-2.0), rel=1e-5)
+    assert s_on[1] == pytest.approx(s_off[1]) and s_on[3] == pytest.approx(s_off[3])
+    # the runner-up entries carry the same decay
+    assert on.alt_scores[on.order_scores.astype(int) == 2] == pytest.approx(
+        off.alt_scores[off.order_scores.astype(int) == 2] * np.exp(-2.0), rel=1e-5)
+    # at a threshold between the two, only the final NMS drops the duplicate
+    cut = PostprocessConfig(score_threshold=0.3, final_nms_sigma=2.0)
+    assert len(postprocess(*args, PostprocessConfig(score_threshold=0.3, final_nms_sigma=0.0))) == 3
+    assert sorted(postprocess(*args, cut).order_scores.astype(int).tolist()) == [1, 3]
+    with pytest.raises(ValueError, match="final_nms_sigma"):
+        PostprocessConfig(final_nms_sigma=-1.0)
+    assert non_negative_float("0") == 0.0
+    with pytest.raises(argparse.ArgumentTypeError, match=">= 0"):
+        non_negative_float("-0.5")
+
+
+def test_final_decay_hand_computed():
+    """Amodal IoU 1/3 (a 4x4 rectangle inside a 4x12 one: 16 of 48 pixels) gives exp(-sigma / 9);
+    stride 2 samples every other row and column (4 of 12 cells: the same IoU); the compensation
+    uses the decayer's own overlap with one above it."""
+    h = w = 16
+    a = rect(h, w, 0, 4, 0, 4)
+    b = rect(h, w, 0, 4, 0, 12)                      # contains a: IoU 16 / 48
+    c = rect(h, w, 8, 16, 8, 16)                     # apart
+    masks = np.stack([a, b, c])
+    for stride in (1, 2):
+        d = final_decay(masks, np.array([0.9, 0.8, 0.7]), 2.0, stride)
+        assert d == pytest.approx([1.0, np.exp(-2.0 / 9), 1.0])
+    # b ranked first: a is decayed by b by the same amount (IoU is symmetric)
+    assert final_decay(masks, np.array([0.5, 0.8, 0.7]), 2.0) == pytest.approx([np.exp(-2.0 / 9), 1.0, 1.0])
+    # compensation: d duplicates b (IoU 1) below it; a (IoU 1/3 with d) is decayed by
+    # min(exp(-2/9) from b, exp(-2 (1/9 - 1)) >= 1 from d) = exp(-2/9)
+    d4 = final_decay(np.stack([a, b, b.copy()]), np.array([0.5, 0.9, 0.8]), 2.0)
+    assert d4 == pytest.approx([np.exp(-2.0 / 9), 1.0, np.exp(-2.0)])
+    assert final_decay(masks[:1], np.array([0.3]), 2.0).tolist() == [1.0]
+    assert final_decay(masks[:0], np.zeros(0), 2.0).shape == (0,)
 
 
 @pytest.mark.parametrize("size", [(480, 640), (720, 1280), (37, 53), (481, 851)])

@@ -151,7 +151,7 @@ class FakePredictor:
     class_names = {1: "box", 2: "cylinder", 3: "sphere", 4: "cone", 5: "torus"}
 
     def __init__(self):
-        self.score_threshold, self.max_instances, self.nms_iou = 0.5, 50, 0.6
+        self.score_threshold, self.max_instances, self.nms_iou, self.final_nms_sigma = 0.5, 50, 0.6, 2.0
         self.last_timings_ms = {"backbone": 1.0}
         self.closed = False
 
@@ -188,6 +188,12 @@ def test_processor_2d_only_without_intrinsics():
     assert (fp.score_threshold, fp.max_instances) == (0.3, 7)
     with pytest.raises(ConfigError):
         p.set_thresholds(score_threshold=2.0)
+    p.set_thresholds(final_nms_sigma=0.0)
+    assert fp.final_nms_sigma == 0.0
+    for bad in (-1.0, float("nan"), float("inf")):
+        with pytest.raises(ConfigError, match="final_nms_sigma"):
+            p.set_thresholds(final_nms_sigma=bad)
+    assert fp.final_nms_sigma == 0.0
     p.unload()
     assert fp.closed and not p.loaded
 

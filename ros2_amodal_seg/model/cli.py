@@ -16,6 +16,14 @@ def positive_int(text: str) -> int:
     return v
 
 
+def non_negative_float(text: str) -> float:
+    """argparse type: a finite float >= 0."""
+    v = float(text)
+    if not 0.0 <= v < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return v
+
+
 def _default_cfg(name: str) -> str | None:
     p = REPO_CONFIG / name
     return str(p) if p.is_file() else None
@@ -93,7 +101,8 @@ def _predict(args: argparse.Namespace) -> int:
                             args.max_instances, args.nms_iou, onnx=args.onnx, refine_masks=not args.no_refine,
                             nms_method=args.nms_method, complete_hidden=not args.no_completion,
                             completion_flip=False if args.no_completion_flip else None,
-                            classes_per_instance=args.classes_per_instance, reclassify=not args.no_reclassify)
+                            classes_per_instance=args.classes_per_instance, reclassify=not args.no_reclassify,
+                            final_nms_sigma=args.final_nms_sigma)
     print(f"wrote {len(preds)} predictions to {args.out}")
     return 0
 
@@ -226,6 +235,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="matrix: decay a duplicate's score (SOLOv2 Matrix NMS); hard: greedy suppression")
     p.add_argument("--nms-iou", type=float, default=PostprocessConfig.nms_iou,
                    help="hard mask NMS: suppress when both amodal and visible IoU exceed this")
+    p.add_argument("--final-nms-sigma", type=non_negative_float, default=PostprocessConfig.final_nms_sigma,
+                   help="final Matrix NMS on the final (completed) amodal masks' IoU, after re-scoring; 0 = off")
     p.add_argument("--no-refine", action="store_true",
                    help="plain bilinear mask upsampling, without the guided-filter refinement along image edges")
     p.add_argument("--no-completion", action="store_true",

@@ -77,7 +77,8 @@ class OnnxPredictor(PostprocessingPredictor):
                  nms_iou: float = PostprocessConfig.nms_iou, providers: list[str] | None = None,
                  refine_masks: bool = PostprocessConfig.refine,
                  nms_method: str = PostprocessConfig.nms_method, complete_hidden: bool = True,
-                 completion_flip: bool | None = None, reclassify: bool = True) -> None:
+                 completion_flip: bool | None = None, reclassify: bool = True,
+                 final_nms_sigma: float = PostprocessConfig.final_nms_sigma) -> None:
         import onnxruntime as ort  # noqa: PLC0415
 
         p = Path(onnx_path)
@@ -97,7 +98,7 @@ class OnnxPredictor(PostprocessingPredictor):
         self.class_ids = sorted(self.class_names)
         self.input_size = tuple(int(v) for v in self.meta["input_size"])
         self._init_postprocessing(score_threshold, max_instances, nms_iou, refine_masks, nms_method,
-                                  complete_hidden, reclassify)
+                                  complete_hidden, reclassify, final_nms_sigma)
         self.device = "cpu"
         mcfg = ModelConfig.from_dict(self.meta["model_config"])
         if mcfg.completion.enabled:

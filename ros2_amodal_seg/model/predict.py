@@ -43,7 +43,8 @@ def predict_to_file(dataset_path: str, out_path: str, checkpoint: str | None = N
                     onnx: str | None = None, refine_masks: bool = PostprocessConfig.refine,
                     nms_method: str = PostprocessConfig.nms_method, complete_hidden: bool = True,
                     completion_flip: bool | None = None, classes_per_instance: int = 2,
-                    reclassify: bool = True) -> list[dict]:
+                    reclassify: bool = True,
+                    final_nms_sigma: float = PostprocessConfig.final_nms_sigma) -> list[dict]:
     """Predict every image of ``dataset_path`` (any layout the loader reads) and write ``out_path``
     (``classes_per_instance``: see :func:`instances_to_predictions`)."""
     import json  # noqa: PLC0415
@@ -59,7 +60,8 @@ def predict_to_file(dataset_path: str, out_path: str, checkpoint: str | None = N
 
         pred = OnnxPredictor(onnx, score_threshold=score_threshold, max_instances=max_instances, nms_iou=nms_iou,
                              refine_masks=refine_masks, nms_method=nms_method, complete_hidden=complete_hidden,
-                             completion_flip=completion_flip, reclassify=reclassify)
+                             completion_flip=completion_flip, reclassify=reclassify,
+                             final_nms_sigma=final_nms_sigma)
     else:
         from ros2_amodal_seg.model.predictor import AmodalPredictor  # noqa: PLC0415
 
@@ -67,7 +69,7 @@ def predict_to_file(dataset_path: str, out_path: str, checkpoint: str | None = N
                                                max_instances=max_instances, nms_iou=nms_iou,
                                                refine_masks=refine_masks, nms_method=nms_method,
                                                complete_hidden=complete_hidden, completion_flip=completion_flip,
-                                               reclassify=reclassify)
+                                               reclassify=reclassify, final_nms_sigma=final_nms_sigma)
     out: list[dict] = []
     for s in tqdm(ds.samples, desc="predict", unit="img"):
         out.extend(instances_to_predictions(pred.predict(s.load_image()), s.image_id, classes_per_instance,

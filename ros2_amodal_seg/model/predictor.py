@@ -57,13 +57,16 @@ class PostprocessingPredictor:
 
     def _init_postprocessing(self, score_threshold: float, max_instances: int, nms_iou: float,
                              refine_masks: bool, nms_method: str, complete_hidden: bool,
-                             reclassify: bool = True) -> None:
+                             reclassify: bool = True,
+                             final_nms_sigma: float = PostprocessConfig.final_nms_sigma) -> None:
         self.score_threshold = float(score_threshold)
         self.max_instances = int(max_instances)
         self.nms_iou = float(nms_iou)
         self.refine_masks = bool(refine_masks)
         self.nms_method = str(nms_method)
-        PostprocessConfig(nms_iou=self.nms_iou, nms_method=self.nms_method)  # validate early
+        self.final_nms_sigma = float(final_nms_sigma)
+        PostprocessConfig(nms_iou=self.nms_iou, nms_method=self.nms_method,
+                          final_nms_sigma=self.final_nms_sigma)  # validate early
         self.complete_hidden = bool(complete_hidden)
         self.completer: HiddenCompleter | None = None
         self.reclassify = bool(reclassify)
@@ -87,7 +90,8 @@ class PostprocessingPredictor:
         recl = self.reclassifier if self.reclassify else None
         inst = postprocess(*outs, image_size=image_rgb.shape[:2], class_ids=self.class_ids,
                            cfg=PostprocessConfig(self.score_threshold, self.max_instances, nms_iou=self.nms_iou,
-                                                 nms_method=self.nms_method, refine=self.refine_masks),
+                                                 nms_method=self.nms_method, refine=self.refine_masks,
+                                                 final_nms_sigma=self.final_nms_sigma),
                            image=image_rgb, completer=comp, reclassifier=recl)
         comp_ms = comp.last_ms if comp is not None else 0.0
         recl_ms = recl.last_ms if recl is not None else 0.0
@@ -105,19 +109,21 @@ class AmodalPredictor(PostprocessingPredictor):
     plain attributes that can be changed between calls. ``completion_flip`` (None: the
     checkpoint's ``completion.flip_average``) runs the completion network also on each crop's
     mirror image and averages the logits: better masks behind occluders, about twice the
-    network's time.
+    network's time. ``final_nms_sigma`` (0 = off) is the final Matrix NMS on the final amodal
+    masks (:func:`~ros2_amodal_seg.model.postprocess.final_decay`).
     """
 
     def __init__(self, model: AmodalSegModel, meta: dict, device: torch.device, score_threshold: float = 0.5,
                  max_instances: int = 50, nms_iou: float = PostprocessConfig.nms_iou,
                  refine_masks: bool = PostprocessConfig.refine,
                  nms_method: str = PostprocessConfig.nms_method, complete_hidden: bool = True,
-                 completion_flip: bool | None = None, reclassify: bool = True) -> None:
+                 completion_flip: bool | None = None, reclassify: bool = True,
+                 final_nms_sigma: float = PostprocessConfig.final_nms_sigma) -> None:
         self.model = model
         self.meta = meta
         self._device = device
         self._init_postprocessing(score_threshold, max_instances, nms_iou, refine_masks, nms_method,
-                                  complete_hidden, reclassify)
+                                  complete_hidden, reclassify, final_nms_sigma)
         self.class_names: dict[int, str] = dict(meta["classes_dict"])
         self.class_ids: list[int] = sorted(self.class_names)
         self.input_size: tuple[int, int] = (model.cfg.input_height, model.cfg.input_width)
@@ -134,12 +140,13 @@ class AmodalPredictor(PostprocessingPredictor):
                         refine_masks: bool = PostprocessConfig.refine,
                         nms_method: str = PostprocessConfig.nms_method,
                         complete_hidden: bool = True, completion_flip: bool | None = None,
-                        reclassify: bool = True) -> "AmodalPredictor":
+                        reclassify: bool = True,
+                        final_nms_sigma: float = PostprocessConfig.final_nms_sigma) -> "AmodalPredictor":
         """Load ``path`` (default :data:`DEFAULT_CHECKPOINT`) on ``device`` (auto|cpu|cuda)."""
         dev = resolve_device(device)
         model, meta = load_checkpoint(DEFAULT_CHECKPOINT if path is None else path, dev)
         return cls(model, meta, dev, score_threshold, max_instances, nms_iou, refine_masks, nms_method,
-                   complete_hidden, completion_flip, reclassify)
+                   complete_hidden, completion_flip, reclassify, final_nms_sigma)
 
     @property
     def device(self) -> str:

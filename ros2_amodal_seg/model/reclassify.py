@@ -87,7 +87,7 @@ class ReclassifyConfig:
     channels: tuple[int, ...] = (16, 32, 64, 96)
     hidden: int = 128
     quality: bool = False
-    quality_weight: float = 0.5
+    quality_weight: float = 1.0
 
     def __post_init__(self) -> None:
         if self.crop_size < 16 or self.crop_size % 16:

@@ -52,6 +52,8 @@ except ImportError:
     HAVE_TF2 = False
 
 NODE_NAME = "amodal_seg"
+#: parameters that change the predictor's thresholds at run time
+THRESHOLDS = frozenset({"score_threshold", "max_instances", "nms_iou", "final_nms_sigma"})
 TOPIC_IMAGE = "/camera/image_raw"
 TOPIC_IMAGE_COMPRESSED = "/camera/image_raw/compressed"
 TOPIC_CAMERA_INFO = "/camera/camera_info"
@@ -141,6 +143,7 @@ class AmodalSegNode(LifecycleNode):
         return ProcessorConfig(checkpoint=str(self._p("checkpoint")), device=str(self._p("device")),
                                score_threshold=float(self._p("score_threshold")),
                                max_instances=int(self._p("max_instances")), nms_iou=float(self._p("nms_iou")),
+                               final_nms_sigma=float(self._p("final_nms_sigma")),
                                refine_masks=bool(self._p("refine_masks")), nms_method=str(self._p("nms_method")),
                                complete_hidden=bool(self._p("complete_hidden")),
                                completion_flip=bool(self._p("completion_flip")),
@@ -175,9 +178,10 @@ class AmodalSegNode(LifecycleNode):
             if names & {"fusion_preset", "fusion_config", "bev_x_range", "bev_y_range", "bev_resolution",
                         "inferred_value"}:
                 self._fusion_config(values)
-            if names & {"score_threshold", "max_instances", "nms_iou"}:
+            if names & THRESHOLDS:
                 ProcessorConfig(score_threshold=float(values["score_threshold"]),
-                                max_instances=int(values["max_instances"]), nms_iou=float(values["nms_iou"]))
+                                max_instances=int(values["max_instances"]), nms_iou=float(values["nms_iou"]),
+                                final_nms_sigma=float(values["final_nms_sigma"]))
         except (AmodalSegError, ValueError, TypeError) as exc:
             return SetParametersResult(successful=False, reason=str(exc))
         return SetParametersResult(successful=True)
@@ -191,11 +195,13 @@ class AmodalSegNode(LifecycleNode):
         proc = self.processor
         if proc is None:
             return
-        if names & {"score_threshold", "max_instances", "nms_iou"}:
+        if names & THRESHOLDS:
             proc.set_thresholds(score_threshold=float(self._p("score_threshold")),
-                                max_instances=int(self._p("max_instances")), nms_iou=float(self._p("nms_iou")))
+                                max_instances=int(self._p("max_instances")), nms_iou=float(self._p("nms_iou")),
+                                final_nms_sigma=float(self._p("final_nms_sigma")))
             self.get_logger().info(f"thresholds: score {self._p('score_threshold')}, "
-                                   f"max_instances {self._p('max_instances')}, nms_iou {self._p('nms_iou')}")
+                                   f"max_instances {self._p('max_instances')}, nms_iou {self._p('nms_iou')}, "
+                                   f"final_nms_sigma {self._p('final_nms_sigma')}")
         if names & {"fusion_preset", "fusion_config", "bev_x_range", "bev_y_range", "bev_resolution",
                     "inferred_value", "base_frame"}:
             proc.set_fusion_config(self._fusion_config())

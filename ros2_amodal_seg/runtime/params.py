@@ -56,6 +56,9 @@ PARAMS: tuple[ParamSpec, ...] = (
               "Matrix NMS) or hard (greedy suppression at nms_iou)", choices=NMS_METHODS, read_only=True,
               runtime=False),
     ParamSpec("nms_iou", PostprocessConfig.nms_iou, "hard mask NMS IoU threshold", range=(0.05, 1.0)),
+    ParamSpec("final_nms_sigma", PostprocessConfig.final_nms_sigma, "final Matrix NMS on the final (completed) "
+              "amodal masks' IoU after re-scoring: decays a second query of one object whose visible mask differs "
+              "(0 = off)", range=(0.0, 20.0)),
     ParamSpec("refine_masks", PostprocessConfig.refine, "refine the full-resolution masks along the image's "
               "edges (colour guided filter); false = plain bilinear upsampling", read_only=True, runtime=False),
     ParamSpec("complete_hidden", True, "decide each object's extent behind the other objects with the "

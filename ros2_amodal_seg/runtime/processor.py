@@ -41,6 +41,7 @@ class ProcessorConfig:
         max_instances: most instances per frame.
         nms_method: "matrix" (score decay) or "hard" (greedy) mask NMS.
         nms_iou: hard mask-NMS IoU threshold, [0, 1].
+        final_nms_sigma: final Matrix NMS on the final amodal masks (0 = off), >= 0.
         refine_masks: refine the full-resolution masks along the image's edges (guided filter).
         complete_hidden: run the checkpoint's hidden-part completion network (if it has one).
         completion_flip: average that network over each crop and its mirror image (about twice
@@ -56,6 +57,7 @@ class ProcessorConfig:
     max_instances: int = 50
     nms_method: str = PostprocessConfig.nms_method
     nms_iou: float = PostprocessConfig.nms_iou
+    final_nms_sigma: float = PostprocessConfig.final_nms_sigma
     refine_masks: bool = PostprocessConfig.refine
     complete_hidden: bool = True
     completion_flip: bool = False
@@ -74,6 +76,8 @@ class ProcessorConfig:
             raise ConfigError(f"nms_method must be one of {NMS_METHODS}, got {self.nms_method!r}")
         if not 0.0 < self.nms_iou <= 1.0:
             raise ConfigError(f"nms_iou must be in (0, 1], got {self.nms_iou}")
+        if not 0.0 <= self.final_nms_sigma < float("inf"):
+            raise ConfigError(f"final_nms_sigma must be a finite number >= 0, got {self.final_nms_sigma}")
         if self.torch_threads < 0:
             raise ConfigError(f"torch_threads must be >= 0, got {self.torch_threads}")
 
@@ -141,7 +145,8 @@ def _default_predictor_factory(cfg: ProcessorConfig):
                                            score_threshold=cfg.score_threshold, max_instances=cfg.max_instances,
                                            nms_iou=cfg.nms_iou, refine_masks=cfg.refine_masks,
                                            nms_method=cfg.nms_method, complete_hidden=cfg.complete_hidden,
-                                           completion_flip=cfg.completion_flip, reclassify=cfg.reclassify)
+                                           completion_flip=cfg.completion_flip, reclassify=cfg.reclassify,
+                                           final_nms_sigma=cfg.final_nms_sigma)
 
 
 class FrameProcessor:
@@ -232,12 +237,12 @@ class FrameProcessor:
         return self._fusion_config
 
     def set_thresholds(self, *, score_threshold: float | None = None, max_instances: int | None = None,
-                       nms_iou: float | None = None) -> None:
+                       nms_iou: float | None = None, final_nms_sigma: float | None = None) -> None:
         """Change thresholds at run time (applied from the next frame)."""
         from dataclasses import replace  # noqa: PLC0415
 
         kw = {k: v for k, v in (("score_threshold", score_threshold), ("max_instances", max_instances),
-                                ("nms_iou", nms_iou)) if v is not None}
+                                ("nms_iou", nms_iou), ("final_nms_sigma", final_nms_sigma)) if v is not None}
         cfg = replace(self._config, **kw)   # validates
         with self._lock:
             self._config = cfg
