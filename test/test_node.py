@@ -225,15 +225,16 @@ def test_parameters_validated_and_applied_at_run_time(harness):
     node = harness.node
     bad = [Parameter("score_threshold", value=1.5), Parameter("device", value="cuda"),
            Parameter("T_camera_lidar", value=[1.0] * 15), Parameter("bev_x_range", value=[5.0, 1.0]),
-           Parameter("fusion_preset", value="moon")]
+           Parameter("fusion_preset", value="moon"), Parameter("final_nms_sigma", value=-1.0)]
     for p in bad:
         res = node.set_parameters([p])[0]
         assert not res.successful and res.reason, p.name
     assert node.get_parameter("score_threshold").value == 0.0
-    res = node.set_parameters([Parameter("score_threshold", value=0.25), Parameter("max_instances", value=3)])
+    res = node.set_parameters([Parameter("score_threshold", value=0.25), Parameter("max_instances", value=3),
+                               Parameter("final_nms_sigma", value=0.5)])
     assert all(r.successful for r in res)
     pred = node.processor.predictor
-    assert (pred.score_threshold, pred.max_instances) == (0.25, 3)
+    assert (pred.score_threshold, pred.max_instances, pred.final_nms_sigma) == (0.25, 3, 0.5)
     res = node.set_parameters([Parameter("bev_resolution", value=0.5)])[0]
     assert res.successful and node.processor.fusion_config.bev.resolution == 0.5
     node.set_parameters([Parameter("score_threshold", value=0.0), Parameter("max_instances", value=5),

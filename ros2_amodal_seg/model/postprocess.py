@@ -237,9 +237,9 @@ def postprocess(class_logits: np.ndarray, amodal_logits: np.ndarray, visible_log
             ratio = ratio * (np.clip(iou, 1e-6, 1.0) / np.maximum(mask_q[cand], 1e-6)) ** w
         main = fg.argmax(1)
         main_score = fg[np.arange(len(cand)), main] * ratio
-    if cfg.final_nms_sigma > 0 and len(cand) > 1:
-        ratio = ratio * final_decay(am, main_score, cfg.final_nms_sigma, cfg.final_nms_stride)
-        main_score = fg[np.arange(len(cand)), main] * ratio
+    if cfg.final_nms_sigma > 0:
+        decay = final_decay(am, main_score, cfg.final_nms_sigma, cfg.final_nms_stride)   # [N]
+        ratio, main_score = ratio * decay, main_score * decay
     ok = main_score >= cfg.score_threshold
     if not ok.all():
         cand, am, vi, fg, ratio, main, main_score = (a[ok] for a in (cand, am, vi, fg, ratio, main, main_score))

@@ -52,8 +52,9 @@ except ImportError:
     HAVE_TF2 = False
 
 NODE_NAME = "amodal_seg"
-#: parameters that change the predictor's thresholds at run time
-THRESHOLDS = frozenset({"score_threshold", "max_instances", "nms_iou", "final_nms_sigma"})
+#: parameters that change the predictor's thresholds at run time, with their types
+THRESHOLDS: dict[str, type] = {"score_threshold": float, "max_instances": int, "nms_iou": float,
+                               "final_nms_sigma": float}
 TOPIC_IMAGE = "/camera/image_raw"
 TOPIC_IMAGE_COMPRESSED = "/camera/image_raw/compressed"
 TOPIC_CAMERA_INFO = "/camera/camera_info"
@@ -139,11 +140,14 @@ class AmodalSegNode(LifecycleNode):
                           max_frame_age_s=float(g("sync_max_frame_age_s")),
                           cloud_cache_size=int(g("sync_cloud_cache_size")), time_jump_s=float(g("sync_time_jump_s")))
 
+    def _thresholds(self, values: dict | None = None) -> dict:
+        """The :data:`THRESHOLDS` as typed keyword arguments (of ``values``, else the parameters)."""
+        g = (lambda n: values[n]) if values else self._p
+        return {name: kind(g(name)) for name, kind in THRESHOLDS.items()}
+
     def _processor_config(self) -> ProcessorConfig:
         return ProcessorConfig(checkpoint=str(self._p("checkpoint")), device=str(self._p("device")),
-                               score_threshold=float(self._p("score_threshold")),
-                               max_instances=int(self._p("max_instances")), nms_iou=float(self._p("nms_iou")),
-                               final_nms_sigma=float(self._p("final_nms_sigma")),
+                               **self._thresholds(),
                                refine_masks=bool(self._p("refine_masks")), nms_method=str(self._p("nms_method")),
                                complete_hidden=bool(self._p("complete_hidden")),
                                completion_flip=bool(self._p("completion_flip")),
@@ -178,10 +182,8 @@ class AmodalSegNode(LifecycleNode):
             if names & {"fusion_preset", "fusion_config", "bev_x_range", "bev_y_range", "bev_resolution",
                         "inferred_value"}:
                 self._fusion_config(values)
-            if names & THRESHOLDS:
-                ProcessorConfig(score_threshold=float(values["score_threshold"]),
-                                max_instances=int(values["max_instances"]), nms_iou=float(values["nms_iou"]),
-                                final_nms_sigma=float(values["final_nms_sigma"]))
+            if names & THRESHOLDS.keys():
+                ProcessorConfig(**self._thresholds(values))
         except (AmodalSegError, ValueError, TypeError) as exc:
             return SetParametersResult(successful=False, reason=str(exc))
         return SetParametersResult(successful=True)
@@ -195,13 +197,10 @@ class AmodalSegNode(LifecycleNode):
         proc = self.processor
         if proc is None:
             return
-        if names & THRESHOLDS:
-            proc.set_thresholds(score_threshold=float(self._p("score_threshold")),
-                                max_instances=int(self._p("max_instances")), nms_iou=float(self._p("nms_iou")),
-                                final_nms_sigma=float(self._p("final_nms_sigma")))
-            self.get_logger().info(f"thresholds: score {self._p('score_threshold')}, "
-                                   f"max_instances {self._p('max_instances')}, nms_iou {self._p('nms_iou')}, "
-                                   f"final_nms_sigma {self._p('final_nms_sigma')}")
+        if names & THRESHOLDS.keys():
+            t = self._thresholds()
+            proc.set_thresholds(**t)
+            self.get_logger().info("thresholds: " + ", ".join(f"{k} {v}" for k, v in t.items()))
         if names & {"fusion_preset", "fusion_config", "bev_x_range", "bev_y_range", "bev_resolution",
                     "inferred_value", "base_frame"}:
             proc.set_fusion_config(self._fusion_config())
