@@ -16,7 +16,7 @@ setup(
     description="Amodal instance segmentation with LiDAR fusion and BEV grids for ROS 2",
     license="Apache-2.0",
     packages=find_packages(include=["ros2_amodal_seg", "ros2_amodal_seg.*"], exclude=["ros2_amodal_seg.msg"]),
-    package_data={"ros2_amodal_seg": ["weights/*.safetensors", "weights/*.json"]},
+    package_data={"ros2_amodal_seg": ["weights/*.safetensors", "weights/*.json", "world/*.csv"]},
     python_requires=">=3.10",
     entry_points={
         "console_scripts": [

@@ -17,6 +17,7 @@ from ros2_amodal_seg.version import __version__
 #: modules that contribute sub-commands (each has ``register(subparsers)``).
 COMMAND_MODULES: tuple[str, ...] = (
     "ros2_amodal_seg.world.cli",      # generate
+    "ros2_amodal_seg.world.assets_cli",  # assets
     "ros2_amodal_seg.model.cli",      # train, predict, evaluate, export, bench
     "ros2_amodal_seg.fusion.cli",     # fusion-bench, fusion-eval
     "ros2_amodal_seg.ros.bag_cli",    # replay, record, node-bench

@@ -36,3 +36,19 @@ class GeometryError(AmodalSegError, ValueError):
 
 class EmptyInputError(InvalidInputError):
     """An input that must hold data is empty (e.g. a cloud with no finite point)."""
+
+
+class AssetError(InvalidInputError):
+    """A 3-D asset (catalogue model, texture, class-map row) is missing, unknown or unreadable.
+
+    The message always names the asset (catalogue id or procedural id) and, where known,
+    the file inside its library.
+    """
+
+    def __init__(self, asset_id: str, message: str):
+        self.asset_id = asset_id
+        self.detail = message
+        super().__init__(f"asset {asset_id!r}: {message}")
+
+    def __reduce__(self):  # picklable across worker processes despite the two-argument __init__
+        return (type(self), (self.asset_id, self.detail))

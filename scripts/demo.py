@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         if ds_dir.exists():
             shutil.rmtree(ds_dir)
         say(f"{preset}: rendering {args.frames} frames + rosbag2 (amodal-seg generate --bag) ...")
-        generate(preset, args.frames, SEEDS[preset], ds_dir, bag=True, progress=True)
+        generate(f"shapes-{preset}", args.frames, SEEDS[preset], ds_dir, bag=True, progress=True)  # shipped model's world
         if args.rate > 0:
             rate, spf = args.rate, float("nan")
         else:

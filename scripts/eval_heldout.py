@@ -33,7 +33,7 @@ def ensure_split(root: Path, num: int, seed: int) -> Path:
         d = root / preset
         if not (d / "annotations.json").is_file():
             print(f"rendering the held-out {preset} split into {d}", flush=True)
-            subprocess.run([sys.executable, "-m", "ros2_amodal_seg.cli", "generate", "--preset", preset,
+            subprocess.run([sys.executable, "-m", "ros2_amodal_seg.cli", "generate", "--preset", f"shapes-{preset}",
                             "--num", str(num), "--seed", str(seed), "--no-lidar", "--out", str(d)], check=True)
     both = root / "both"
     both.mkdir(parents=True, exist_ok=True)

@@ -18,11 +18,15 @@ stamp_ok() {  # stamp_ok STAMP INPUT... : true when STAMP is newer than every in
   return 0
 }
 
-# 1. system library for open3d (Debian's libusb-1.0-0)
-if ! ldconfig -p 2>/dev/null | grep -q 'libusb-1.0.so.0'; then
-  echo "[setup] installing Debian package libusb-1.0-0 (needed by open3d)"
+# 1. Debian packages: libusb-1.0-0 (needed by open3d) and sweethome3d-furniture (the 3-D models
+#    of the realistic world, shared/spec/world.md version 2; ~130 MB, no dependencies)
+APT_PKGS=()
+if ! ldconfig -p 2>/dev/null | grep -q 'libusb-1.0.so.0'; then APT_PKGS+=(libusb-1.0-0); fi
+if ! compgen -G "/usr/share/sweethome3d/furniture/*.sh3f" >/dev/null; then APT_PKGS+=(sweethome3d-furniture); fi
+if (( ${#APT_PKGS[@]} )); then
+  echo "[setup] installing Debian package(s) ${APT_PKGS[*]}"
   SUDO=""; [[ $(id -u) -ne 0 ]] && SUDO="sudo"
-  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq libusb-1.0-0 >/dev/null
+  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq --no-install-recommends "${APT_PKGS[@]}" >/dev/null
 fi
 
 # 2. virtual environment + pinned dependencies

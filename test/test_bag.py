@@ -19,7 +19,7 @@ N = 4
 @pytest.fixture(scope="module", params=["mcap", "sqlite3"])
 def bag_dataset(request, tmp_path_factory):
     out = tmp_path_factory.mktemp(f"bag_{request.param}")
-    generate("tabletop", N, 5, out, width=160, height=120, bag=True, storage=request.param, progress=False)
+    generate("shapes-tabletop", N, 5, out, width=160, height=120, bag=True, storage=request.param, progress=False)
     return out, request.param
 
 
@@ -93,7 +93,7 @@ def test_bag_contents_match_dataset(bag_dataset):
 def test_bag_refuses_existing_folder(bag_dataset, tmp_path):
     out, _ = bag_dataset
     with pytest.raises(DatasetError, match="already exists"):
-        generate("tabletop", 1, 0, out, width=32, height=24, bag=True, progress=False)
+        generate("shapes-tabletop", 1, 0, out, width=32, height=24, bag=True, progress=False)
 
 
 def test_read_bag_missing(tmp_path):

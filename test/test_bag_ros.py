@@ -61,7 +61,7 @@ PUB_CUSTOM = textwrap.dedent("""
 @pytest.fixture(scope="module")
 def small_bag(tmp_path_factory):
     out = tmp_path_factory.mktemp("rosbag")
-    generate("street", 3, 21, out, width=160, height=120, bag=True, progress=False)
+    generate("shapes-street", 3, 21, out, width=160, height=120, bag=True, progress=False)
     return out
 
 

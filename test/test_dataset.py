@@ -24,7 +24,7 @@ if not COCOA.exists():                                   # CI: shared/ beside th
 @pytest.fixture(scope="module")
 def generated(tmp_path_factory):
     out = tmp_path_factory.mktemp("gen")
-    generate("street", 3, 7, out, width=96, height=72, progress=False)
+    generate("shapes-street", 3, 7, out, width=96, height=72, progress=False)
     return out
 
 
@@ -33,8 +33,8 @@ def test_project_format_round_trip(generated):
     assert detect_format(generated) == "coco"
     assert len(ds) == 3 and ds.categories == {1: "box", 2: "cylinder", 3: "sphere", 4: "cone", 5: "torus"}
     for i, s in enumerate(ds.samples):
-        f = render_frame("street", 7 + i, 96, 72)
-        assert (s.width, s.height, s.preset) == (96, 72, "street")
+        f = render_frame("shapes-street", 7 + i, 96, 72)
+        assert (s.width, s.height, s.preset) == (96, 72, "shapes-street")
         np.testing.assert_array_equal(s.load_image(), f.rgb)
         np.testing.assert_allclose(s.K, f.K)
         np.testing.assert_allclose(s.T_camera_lidar, f.T_camera_lidar)
@@ -59,7 +59,7 @@ def test_project_format_round_trip(generated):
 
 
 def test_generate_is_deterministic(generated, tmp_path):
-    generate("street", 3, 7, tmp_path, width=96, height=72, progress=False)
+    generate("shapes-street", 3, 7, tmp_path, width=96, height=72, progress=False)
     for rel in ["annotations.json", "images/000002.png", "lidar/000003.npy", "lidar/000001_ids.npy"]:
         assert (tmp_path / rel).read_bytes() == (generated / rel).read_bytes(), rel
 
@@ -182,7 +182,7 @@ def _cli(*args):
 def test_generate_cli_errors(tmp_path):
     r = _cli("--preset", "kitchen", "--num", "1", "--out", str(tmp_path / "a"))
     assert r.returncode == 1 and "unknown preset 'kitchen'" in r.stderr
-    r = _cli("--preset", "street", "--num", "0", "--out", str(tmp_path / "a"))
+    r = _cli("--preset", "shapes-street", "--num", "0", "--out", str(tmp_path / "a"))
     assert r.returncode == 1 and "--num must be > 0" in r.stderr
     blocker = tmp_path / "file"
     blocker.write_text("x")
@@ -207,8 +207,8 @@ def test_generate_cli_errors(tmp_path):
 
 
 def test_generate_cli_writes(tmp_path):
-    r = _cli("--preset", "tabletop", "--num", "2", "--seed", "4", "--width", "64", "--height", "48",
+    r = _cli("--preset", "shapes-tabletop", "--num", "2", "--seed", "4", "--width", "64", "--height", "48",
              "--out", str(tmp_path / "d"), "--no-progress")
     assert r.returncode == 0, r.stderr
     ds = load_dataset(tmp_path / "d")
-    assert len(ds) == 2 and ds.samples[0].preset == "tabletop"
+    assert len(ds) == 2 and ds.samples[0].preset == "shapes-tabletop"

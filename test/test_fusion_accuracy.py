@@ -17,12 +17,12 @@ SEEDS = list(range(10))
 
 @pytest.fixture(scope="module")
 def street():
-    return evaluate("street", SEEDS)
+    return evaluate("shapes-street", SEEDS)
 
 
 @pytest.fixture(scope="module")
 def tabletop():
-    return evaluate("tabletop", SEEDS)
+    return evaluate("shapes-tabletop", SEEDS)
 
 
 @pytest.mark.parametrize("preset", ["street", "tabletop"])

@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[1]
 def frame():
     from ros2_amodal_seg.world import render_frame
 
-    return render_frame("street", 3)
+    return render_frame("shapes-street", 3)
 
 
 @pytest.fixture(scope="module")
@@ -179,7 +179,7 @@ def test_cli_bench_and_eval_run(capsys, tmp_path):
     assert main(["fusion-bench", "--repeat", "2", "--warmup", "0", "--instances", "5"]) == 0
     out = capsys.readouterr().out
     assert "projection" in out and "bev" in out and "65536 points" in out
-    assert main(["fusion-eval", "--preset", "tabletop", "--seeds", "0:1", "--json", str(tmp_path / "s.json"),
+    assert main(["fusion-eval", "--preset", "shapes-tabletop", "--seeds", "0:1", "--json", str(tmp_path / "s.json"),
                  "--png", str(tmp_path / "b.png")]) == 0
     assert (tmp_path / "s.json").exists() and (tmp_path / "b.png").exists()
 

@@ -1,4 +1,5 @@
-"""Ground-truth invariants of the synthetic world (shared/spec/world.md)."""
+"""Ground-truth invariants of the version-1 world, presets shapes-tabletop / shapes-street
+(shared/spec/world.md; the realistic presets are in test_world_v2.py)."""
 from __future__ import annotations
 
 import json
@@ -12,7 +13,7 @@ from ros2_amodal_seg.world.presets import PRESETS, get_preset, load_world_config
 from ros2_amodal_seg.world.scene import (build_scene, camera_T_base, convex_hull_2d, lidar_T_camera,
                                          points_in_polygon, polygons_overlap)
 
-SMALL = [(p, s) for p in ("tabletop", "street") for s in range(10)]
+SMALL = [(p, s) for p in ("shapes-tabletop", "shapes-street") for s in range(10)]
 
 
 def _frame(preset, seed, w=160, h=120, cache={}):
@@ -50,11 +51,11 @@ def test_camera_and_lidar_transforms_hand_computed():
     T45 = camera_T_base(1.0, np.pi / 4)                # pitched 45 deg down: axis hits ground 1 m ahead
     p = np.linalg.inv(T45) @ np.array([1.0, 0.0, 0.0, 1.0])
     np.testing.assert_allclose(p[:3], [0, 0, np.sqrt(2)], atol=1e-12)
-    Tcl = lidar_T_camera(get_preset("street"))         # 0.3 m above, 0.2 m behind the camera
+    Tcl = lidar_T_camera(get_preset("shapes-street"))         # 0.3 m above, 0.2 m behind the camera
     np.testing.assert_allclose(Tcl @ [0, 0, 0, 1], [0, -0.3, -0.2, 1], atol=1e-12)
     np.testing.assert_allclose(Tcl @ [5, 0, 0, 1], [0, -0.3, 4.8, 1], atol=1e-12)   # lidar x = view axis
     np.testing.assert_allclose(Tcl @ [0, 1, 0, 1], [-1, -0.3, -0.2, 1], atol=1e-12)  # lidar y = left
-    Tcl_t = lidar_T_camera(get_preset("tabletop"))
+    Tcl_t = lidar_T_camera(get_preset("shapes-tabletop"))
     np.testing.assert_allclose(Tcl_t[:3, 3], [0, -0.1, 0], atol=1e-12)
 
 
@@ -96,7 +97,7 @@ def test_ground_truth_invariants(preset, seed):
     # sizes: largest extent within the preset range (placement may shrink, never below min)
     largest = f.sizes.max(1)
     assert (largest >= cfg.size_range[0] - 1e-9).all() and (largest <= cfg.size_range[1] + 1e-9).all()
-    if preset == "street":
+    if preset == "shapes-street":
         assert ((f.centers_base[:, 0] >= 3 - 1e-9) & (f.centers_base[:, 0] <= 35 + 1e-9)).all()
         bearing = np.abs(np.arctan2(f.centers_base[:, 1], f.centers_base[:, 0]))
         assert (bearing < np.arctan(W / 2 / f.K[0, 0])).all()
@@ -125,7 +126,7 @@ def test_ground_truth_invariants(preset, seed):
         np.testing.assert_allclose(a.footprint, f.footprints[k])
 
 
-@pytest.mark.parametrize("preset,seed", [("tabletop", 0), ("tabletop", 3), ("street", 1), ("street", 4)])
+@pytest.mark.parametrize("preset,seed", [("shapes-tabletop", 0), ("shapes-tabletop", 3), ("shapes-street", 1), ("shapes-street", 4)])
 def test_occluders_are_nearer(preset, seed):
     f = _frame(preset, seed)
     spec = build_scene(preset, seed)
@@ -148,7 +149,7 @@ def test_some_scenes_have_occlusion():
     assert np.mean(np.array(rates) > 0.05) > 0.1
 
 
-@pytest.mark.parametrize("preset,seed", [("tabletop", 1), ("tabletop", 5), ("street", 2), ("street", 7)])
+@pytest.mark.parametrize("preset,seed", [("shapes-tabletop", 1), ("shapes-tabletop", 5), ("shapes-street", 2), ("shapes-street", 7)])
 def test_lidar_ids_agree_with_camera(preset, seed):
     f = _frame(preset, seed, 320, 240)
     cfg = get_preset(preset)
@@ -182,7 +183,7 @@ def test_lidar_ids_agree_with_camera(preset, seed):
     assert (pid > 0).sum() > 10
 
 
-@pytest.mark.parametrize("preset,seed", [("tabletop", 2), ("tabletop", 6), ("street", 3), ("street", 8)])
+@pytest.mark.parametrize("preset,seed", [("shapes-tabletop", 2), ("shapes-tabletop", 6), ("shapes-street", 3), ("shapes-street", 8)])
 def test_footprints_contain_lidar_hits(preset, seed):
     f = _frame(preset, seed)
     cfg = get_preset(preset)
@@ -200,7 +201,7 @@ def test_footprints_contain_lidar_hits(preset, seed):
 
 
 def test_full_size_frames():
-    for preset, seed in (("tabletop", 11), ("street", 12)):
+    for preset, seed in (("shapes-tabletop", 11), ("shapes-street", 12)):
         f = render_frame(preset, seed)
         assert f.rgb.shape == (480, 640, 3)
         assert 450 <= f.K[0, 0] <= 650 and f.K[0, 0] == f.K[1, 1]
@@ -221,7 +222,7 @@ def _frame_bytes(f):
 
 
 def test_determinism():
-    for preset in ("tabletop", "street"):
+    for preset in ("shapes-tabletop", "shapes-street"):
         a = render_frame(preset, 42, 160, 120)
         b = render_frame(preset, 42, 160, 120)
         assert _frame_bytes(a) == _frame_bytes(b)
@@ -235,15 +236,15 @@ def test_bad_input():
     with pytest.raises(ConfigError, match="unknown preset"):
         render_frame("kitchen", 0)
     with pytest.raises(InvalidInputError, match="seed"):
-        render_frame("street", -1)
+        render_frame("shapes-street", -1)
     with pytest.raises(InvalidInputError, match="image size"):
-        render_frame("street", 0, 4, 4)
+        render_frame("shapes-street", 0, 4, 4)
 
 
 def test_rig_seed_fixes_the_camera_only():
-    a = render_frame("street", 30, 96, 72, rig_seed=5, lidar=False)
-    b = render_frame("street", 31, 96, 72, rig_seed=5, lidar=False)
-    c = render_frame("street", 31, 96, 72, lidar=False)
+    a = render_frame("shapes-street", 30, 96, 72, rig_seed=5, lidar=False)
+    b = render_frame("shapes-street", 31, 96, 72, rig_seed=5, lidar=False)
+    c = render_frame("shapes-street", 31, 96, 72, lidar=False)
     np.testing.assert_array_equal(a.K, b.K)
     np.testing.assert_array_equal(a.T_base_camera, b.T_base_camera)
     assert not np.array_equal(a.centers_base, b.centers_base) or len(a.object_ids) != len(b.object_ids)

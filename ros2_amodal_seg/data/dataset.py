@@ -125,7 +125,7 @@ def load_coco_amodal(json_path: str | Path, image_root: str | Path | None = None
             height=int(im["height"]), K=K, D=D,
             T_camera_lidar=_matrix(im.get("T_camera_lidar"), (4, 4), f"{where} T_camera_lidar"),
             T_base_camera=_matrix(im.get("T_base_camera"), (4, 4), f"{where} T_base_camera"),
-            lidar_file=(root / lid) if lid else None, preset=im.get("preset"))
+            lidar_file=(root / lid) if lid else None, preset=im.get("preset"), split=im.get("split"))
         if s.image_id in samples:
             raise DatasetError(f"{where}: duplicate image id {s.image_id}")
         samples[s.image_id] = s
@@ -158,7 +158,8 @@ def load_coco_amodal(json_path: str | Path, image_root: str | Path | None = None
             id=int(a["id"]), category_id=cid, category_name=cats.get(cid, f"unknown_{cid}"),
             amodal=amodal, visible=visible, occlude_rate=float(rate),
             occluded_by=[int(j) for j in a.get("occluded_by", [])], order=int(a.get("order", -1)),
-            footprint=_matrix(fp, (-1, 2), f"{where} footprint") if fp is not None else None))
+            footprint=_matrix(fp, (-1, 2), f"{where} footprint") if fp is not None else None,
+            asset=str(a["asset"]) if a.get("asset") is not None else None))
     return AmodalDataset(categories=cats, samples=list(samples.values()), source=json_path)
 
 

@@ -36,6 +36,8 @@ class AmodalAnnotation:
         occluded_by: annotation ids of this object's occluders.
         order: front-to-back rank when the source gives one (COCOA), else -1.
         footprint: ``[K, 2]`` float64 ground outline in base_link [m], or None.
+        asset: the model the object was rendered from (catalogue id or procedural family),
+            or None (world version 1, other datasets).
     """
 
     id: int
@@ -47,6 +49,7 @@ class AmodalAnnotation:
     occluded_by: list[int] = field(default_factory=list)
     order: int = -1
     footprint: np.ndarray | None = None
+    asset: str | None = None
 
 
 @dataclass
@@ -60,7 +63,8 @@ class AmodalSample:
         K: ``[3, 3]`` float64 intrinsics or None; D: ``[5]`` plumb_bob or None.
         T_camera_lidar, T_base_camera: ``[4, 4]`` float64 or None.
         lidar_file: path of an ``[N, 4]`` float32 x y z intensity .npy (lidar frame) or None.
-        preset: "tabletop" / "street" / None.
+        preset: the world preset ("tabletop", "street", "shapes-tabletop", "shapes-street") or None.
+        split: "train" / "test" (held-out models and textures of world version 2) or None.
     """
 
     image_id: int
@@ -74,6 +78,7 @@ class AmodalSample:
     T_base_camera: np.ndarray | None = None
     lidar_file: Path | None = None
     preset: str | None = None
+    split: str | None = None
 
     def load_image(self) -> np.ndarray:
         """``[H, W, 3]`` uint8 RGB."""

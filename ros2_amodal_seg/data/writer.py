@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ros2_amodal_seg import masks as mask_utils
-from ros2_amodal_seg.classes import coco_categories
+from ros2_amodal_seg.classes import classes_for_preset, coco_categories
 from ros2_amodal_seg.errors import DatasetError, InvalidInputError
 
 #: dataset annotation id = image_id * ANN_ID_STRIDE + instance id.
@@ -72,6 +72,7 @@ class DatasetWriter:
             (self.out / "lidar").mkdir(exist_ok=True)
         self.images: list[dict] = []
         self.annotations: list[dict] = []
+        self.classes: dict[int, str] | None = None      # the class list of the frames' presets
         self._closed = False
 
     def __enter__(self) -> "DatasetWriter":
@@ -96,6 +97,12 @@ class DatasetWriter:
 
         if self._closed:
             raise DatasetError("writer already closed")
+        classes = classes_for_preset(frame.preset)
+        if self.classes is None:
+            self.classes = classes
+        elif classes != self.classes:
+            raise DatasetError(f"frame of preset {frame.preset!r} uses another class list than the frames "
+                               "already written: one dataset holds one class list (world.md)")
         image_id = len(self.images) + 1
         H, W = frame.rgb.shape[:2]
         name = f"{image_id:06d}"
@@ -108,6 +115,8 @@ class DatasetWriter:
             "T_camera_lidar": _flat(frame.T_camera_lidar), "T_base_camera": _flat(frame.T_base_camera),
             "preset": frame.preset, "seed": int(frame.seed),
         }
+        if getattr(frame, "split", None) is not None:
+            entry["split"] = str(frame.split)
         if rig_seed is not None:
             entry["rig_seed"] = int(rig_seed)
         if self.write_lidar and frame.lidar_points is not None and len(frame.lidar_points.shape) == 2:
@@ -142,16 +151,23 @@ class DatasetWriter:
             }
             if a.footprint is not None:
                 rec["footprint"] = [[float(x), float(y)] for x, y in np.asarray(a.footprint)]
+            if getattr(a, "asset", None) is not None:
+                rec["asset"] = str(a.asset)
             self.annotations.append(rec)
         return image_id
 
     def close(self) -> Path:
         """Write ``annotations.json``; returns its path."""
         path = self.out / "annotations.json"
-        doc = {
-            "info": {"description": "ros2_amodal_seg synthetic world", "format": "ros2_amodal_seg/coco-amodal-v1"},
-            "categories": coco_categories(), "images": self.images, "annotations": self.annotations,
-        }
+        info = {"description": "ros2_amodal_seg synthetic world", "format": "ros2_amodal_seg/coco-amodal-v1"}
+        presets = sorted({im["preset"] for im in self.images if im.get("preset")})
+        splits = sorted({im["split"] for im in self.images if im.get("split")})
+        if presets:
+            info["presets"] = presets
+        if splits:
+            info["splits"] = splits
+        doc = {"info": info, "categories": coco_categories(self.classes), "images": self.images,
+               "annotations": self.annotations}
         try:
             path.write_text(json.dumps(doc, separators=(",", ":")))
         except OSError as exc:

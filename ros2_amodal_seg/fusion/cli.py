@@ -33,8 +33,16 @@ def _load_config(args: argparse.Namespace):
         except (OSError, yaml.YAMLError) as exc:
             raise ConfigError(f"cannot read fusion config {args.config}: {exc}") from exc
         # the file's top level holds the street settings; apply its preset block when it has one
-        return FusionConfig.from_yaml(args.config, preset=args.preset if args.preset in presets else None)
-    return FusionConfig.for_preset(args.preset)
+        fam = _family(args.preset)
+        return FusionConfig.from_yaml(args.config, preset=fam if fam in presets else None)
+    return FusionConfig.for_preset(_family(args.preset))
+
+
+def _family(preset: str) -> str:
+    """Fusion settings name (street / tabletop) of a world preset name (shapes-street -> street)."""
+    from ros2_amodal_seg.world.presets import get_preset
+
+    return get_preset(preset).family
 
 
 def synthetic_bench_input(beams: int = 64, azimuth_steps: int = 1024, n_instances: int = 15, width: int = 640,
@@ -179,7 +187,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="accuracy of order / 3-D centroids / BEV against the synthetic world's ground truth",
         description="Render synthetic frames, run the fusion on their GROUND-TRUTH masks and report pairwise "
                     "order accuracy, centroid error (relative to range) and BEV IoU / recall vs GT footprints.")
-    e.add_argument("--preset", required=True, choices=["street", "tabletop"], help="world preset")
+    e.add_argument("--preset", required=True, choices=["shapes-street", "shapes-tabletop", "street", "tabletop"],
+                   help="world preset (its family picks the built-in fusion settings)")
     e.add_argument("--seeds", type=_seeds, default="0:20", help="seed range A:B (B exclusive) or comma list")
     e.add_argument("--min-hits", type=int, default=20, help="LiDAR hits an object needs for the centroid error")
     e.add_argument("--json", default=None, help="also write the summary as JSON here")

@@ -145,8 +145,9 @@ def evaluate(preset: str, seeds: list[int], *, config: FusionConfig | None = Non
     """Render ``seeds`` of ``preset`` and measure order, centroid and BEV accuracy.
 
     Args:
-        preset: ``"street"`` or ``"tabletop"``. seeds: world seeds.
-        config: fusion config (default :meth:`FusionConfig.for_preset`).
+        preset: world preset (``"shapes-street"``, ``"shapes-tabletop"``, ``"street"``,
+            ``"tabletop"``). seeds: world seeds.
+        config: fusion config (default :meth:`FusionConfig.for_preset` of the preset's family).
         min_hits: objects with fewer LiDAR hits are left out of the centroid error.
         occluded_rate: objects at least this occluded form the "occluded" recall set.
         ablation: also run without the amodal footprint extension.
@@ -155,8 +156,9 @@ def evaluate(preset: str, seeds: list[int], *, config: FusionConfig | None = Non
         Summary dict (see the module docstring); ``timings_ms`` holds median stage times.
     """
     from ros2_amodal_seg.world import render_frame
+    from ros2_amodal_seg.world.presets import get_preset
 
-    cfg = config or FusionConfig.for_preset(preset)
+    cfg = config or FusionConfig.for_preset(get_preset(preset).family)
     fp = FusionPipeline(config=cfg)
     fp_na = FusionPipeline(config=cfg.replace(instances={"use_amodal": False})) if ablation else None
     acc: dict[str, Any] = {}

@@ -24,7 +24,7 @@ def _bench_image(seed: int = 0) -> np.ndarray:
     try:
         from ros2_amodal_seg.world import render_frame  # noqa: PLC0415
 
-        return render_frame("street", seed, 640, 480, lidar=False).rgb
+        return render_frame("shapes-street", seed, 640, 480, lidar=False).rgb
     except (ImportError, RuntimeError, ValueError):
         rng = np.random.default_rng(seed)
         return np.clip(rng.normal(128, 40, (480, 640, 3)), 0, 255).astype(np.uint8)

@@ -72,7 +72,7 @@ def golden_outputs(checkpoint: str | Path | None = None, device: str = "cpu") ->
                                                                   max_instances=GOLDEN_MAX_INSTANCES),
                                            fusion_config=fusion_config_from_params(preset))
             procs[preset].load()
-        f = render_frame(preset, seed, *GOLDEN_SIZE)
+        f = render_frame(f"shapes-{preset}", seed, *GOLDEN_SIZE)      # the shipped model's world (v1)
         out = procs[preset].process(FrameInput(image_rgb=f.rgb, stamp_ns=seed, K=f.K, D=f.D,
                                                points_lidar=f.lidar_points, T_camera_lidar=f.T_camera_lidar,
                                                T_base_camera=f.T_base_camera))

@@ -31,7 +31,8 @@ def _cached_directions(vfov_deg: tuple, beams: int, azimuth_steps: int) -> np.nd
 
 
 def simulate_lidar(raycast, cfg: PresetConfig, T_base_lidar: np.ndarray, geom_to_instance: np.ndarray,
-                   geom_reflectivity: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+                   geom_reflectivity: np.ndarray | None, rng: np.random.Generator, *,
+                   intensity_fn=None) -> tuple[np.ndarray, np.ndarray]:
     """Cast one sweep into a scene and return noisy returns with instance ids.
 
     Args:
@@ -39,8 +40,13 @@ def simulate_lidar(raycast, cfg: PresetConfig, T_base_lidar: np.ndarray, geom_to
         cfg: the preset (pattern, range limits, range noise, dropout).
         T_base_lidar: ``[4, 4]`` float64, lidar -> base_link.
         geom_to_instance: ``[G]`` int32 instance id of each Open3D geometry id (0 = background).
-        geom_reflectivity: ``[G]`` float64 reflectivity of each geometry.
+        geom_reflectivity: ``[G]`` float64 reflectivity of each geometry (version 1: intensity =
+            reflectivity x (0.3 + 0.7 |cos(incidence)|) / (1 + 0.02 range) + noise); unused
+            when ``intensity_fn`` is given.
         rng: random source for dropout, range noise and intensity noise.
+        intensity_fn: version 2: ``f(geometry_ids [n] int64, primitive_ids [n] int64,
+            primitive_uvs [n, 2] float32, cos_incidence [n] float64) -> [n]`` intensity in [0, 1]
+            of the kept returns (world.md: texture luminance x |cos(incidence)|).
 
     Returns:
         points ``[N, 4]`` float32 (x, y, z [m] in the lidar frame, intensity in [0, 1]),
@@ -71,7 +77,11 @@ def simulate_lidar(raycast, cfg: PresetConfig, T_base_lidar: np.ndarray, geom_to
     ri = r[idx]
     normals = np.take(ans["primitive_normals"].numpy(), idx, axis=0).astype(np.float64)
     cos_inc = np.abs(np.einsum("ij,ij->i", normals, np.take(d_b, idx, axis=0)))
-    inten = geom_reflectivity[g] * (0.3 + 0.7 * cos_inc) / (1.0 + 0.02 * ri) + inten_noise[idx]
+    if intensity_fn is None:
+        inten = geom_reflectivity[g] * (0.3 + 0.7 * cos_inc) / (1.0 + 0.02 * ri) + inten_noise[idx]
+    else:
+        inten = intensity_fn(g, ans["primitive_ids"].numpy()[idx].astype(np.int64),
+                             np.take(ans["primitive_uvs"].numpy(), idx, axis=0), cos_inc)
     pts = np.empty((len(idx), 4), dtype=np.float32)
     for c in range(3):
         pts[:, c] = d_l[idx, c] * ri

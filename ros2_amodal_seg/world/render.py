@@ -6,6 +6,7 @@ ground-truth annotations defined in ``shared/spec/world.md``. No ROS imports.
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -32,7 +33,7 @@ class Frame:
     visible_ids: np.ndarray    # [H, W] int32, instance id of first surface hit, 0 = background
     object_ids: np.ndarray     # [M] int32 instance ids (>=1) of ALL objects in the scene
     amodal_masks: np.ndarray   # [M, H, W] bool, object rendered alone, clipped to image
-    category_ids: np.ndarray   # [M] int32 (1 box, 2 cylinder, 3 sphere, 4 cone, 5 torus)
+    category_ids: np.ndarray   # [M] int32 class ids of classes_for_preset(preset) (shapes: 1 box .. 5 torus)
     footprints: list           # M x [K, 2] float64 base_link ground outline [m] (CCW convex hull)
     centers_base: np.ndarray   # [M, 3] float64 object bbox centre in base_link [m]
     sizes: np.ndarray          # [M, 3] float64 object-frame extents [m]
@@ -45,6 +46,10 @@ class Frame:
     lidar_points: np.ndarray   # [N, 4] float32 x y z [m] intensity [0, 1], lidar frame
     lidar_ids: np.ndarray      # [N] int32 per-point instance id, 0 = background
     annotations: list = field(default_factory=list)  # list[AmodalAnnotation], id == instance id
+    assets: list = field(default_factory=list)       # M x str model of each object (version 2), else empty
+    split: str | None = None                         # "train" / "test" (version 2), None for shapes-*
+    timings: dict = field(default_factory=dict)      # stage -> seconds (version 2 renderer; --bench)
+    skipped_assets: int = 0                          # models/textures the scene skipped (missing or corrupt)
 
     @property
     def width(self) -> int:
@@ -237,8 +242,13 @@ def _worker_pool():
     return _POOL[1]
 
 
-def render_scene(spec: SceneSpec, width: int = 640, height: int = 480, *, lidar: bool = True) -> Frame:
-    """Render an already sampled :class:`SceneSpec` (see :func:`render_frame`)."""
+def render_scene(spec, width: int = 640, height: int = 480, *, lidar: bool = True) -> Frame:
+    """Render an already sampled scene (see :func:`render_frame`): a version-1 :class:`SceneSpec`
+    or a version-2 :class:`~ros2_amodal_seg.world.world_scene.WorldScene`."""
+    if not isinstance(spec, SceneSpec):
+        from ros2_amodal_seg.world.render_v2 import render_world_scene
+
+        return render_world_scene(spec, width, height, lidar=lidar)
     with single_thread_blas():
         return _render_scene(spec, width, height, lidar)
 
@@ -325,7 +335,7 @@ def _render_scene(spec: SceneSpec, width: int, height: int, lidar: bool) -> Fram
         _put_rows(img, idx, albedo)
     miss = np.flatnonzero(~hit)
     if len(miss):
-        if spec.preset == "street":
+        if spec.cfg.family == "street":
             dm = _ray_dirs(rays, miss).astype(np.float64)
             e = np.clip(3.0 * dm[:, 2] / np.linalg.norm(dm, axis=1), 0.0, 1.0)
             sky = np.empty((len(miss), 3), dtype=np.float32)
@@ -385,23 +395,38 @@ def _render_scene(spec: SceneSpec, width: int, height: int, lidar: bool) -> Fram
 
 
 def render_frame(preset: str, seed: int, width: int = 640, height: int = 480, *, lidar: bool = True,
-                 rig_seed: int | None = None) -> Frame:
-    """Build the scene of ``(preset, seed)`` and render it.
+                 rig_seed: int | None = None, split: str = "train") -> Frame:
+    """Build the scene of ``(preset, split, seed)`` and render it.
 
     Args:
-        preset: ``"tabletop"`` or ``"street"``.
+        preset: ``"tabletop"`` / ``"street"`` (world version 2: real textured models, 13
+            classes) or ``"shapes-tabletop"`` / ``"shapes-street"`` (version 1: primitives).
         seed: integer >= 0; the same seed gives the same scene at any image size and
             the same bytes at a given size.
         width, height: image size [px] (K is scaled so the field of view stays the same).
         lidar: also simulate the LiDAR sweep (else ``lidar_points`` is ``[0, 4]``).
         rig_seed: seed of the camera rig (K, camera height, pitch); None = ``seed``.
             ``generate --bag`` renders every frame with one rig, as a robot would.
+        split: ``"train"`` or ``"test"``: the held-out half of models and textures a
+            version-2 scene uses (version 1 ignores it).
 
     Returns:
         :class:`Frame`.
 
     Raises:
-        ConfigError: unknown preset. InvalidInputError: bad seed or image size.
+        ConfigError: unknown preset (or no asset library for a version-2 preset).
+        InvalidInputError: bad seed, split or image size.
     """
+    t0, c0 = time.perf_counter(), time.process_time()
+    spec = build_scene(preset, seed, rig_seed=rig_seed, split=split)
+    if not isinstance(spec, SceneSpec):
+        from ros2_amodal_seg.world.render_v2 import render_world_scene
+
+        t_compose = time.perf_counter() - t0
+        frame = render_world_scene(spec, width, height, lidar=lidar)
+        frame.timings["compose"] = t_compose
+        frame.timings["total"] = frame.timings.get("total", 0.0) + t_compose
+        frame.timings["cpu"] = time.process_time() - c0       # this process, all threads
+        return frame
     with single_thread_blas():
-        return _render_scene(build_scene(preset, seed, rig_seed=rig_seed), width, height, lidar)
+        return _render_scene(spec, width, height, lidar)

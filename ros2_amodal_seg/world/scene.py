@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ros2_amodal_seg.classes import CLASSES
+from ros2_amodal_seg.classes import SHAPES_CLASSES
 from ros2_amodal_seg.errors import InvalidInputError
 from ros2_amodal_seg.world._blas import single_thread_blas
 from ros2_amodal_seg.world.presets import REF_WIDTH, PresetConfig, get_preset
@@ -36,7 +36,7 @@ class SceneObject:
 
     Attributes:
         instance_id: >= 1, unique in the scene.
-        category_id: 1 box, 2 cylinder, 3 sphere, 4 cone, 5 torus.
+        category_id: 1 box, 2 cylinder, 3 sphere, 4 cone, 5 torus (version 1 classes).
         mesh: the object's mesh in base_link.
         center_base: ``[3]`` float64 centre of its object-frame bounding box in base_link [m].
         size: ``[3]`` float64 object-frame extents (x, y, z) [m].
@@ -367,7 +367,7 @@ def primitive(category_id: int, largest: float, rng: np.random.Generator) -> tup
             pose = "rim"
             v = v @ rot_x(np.pi / 2).T          # ring in the object x-z plane
     else:
-        raise InvalidInputError(f"unknown category id {category_id}; known {sorted(CLASSES)}")
+        raise InvalidInputError(f"unknown category id {category_id}; known {sorted(SHAPES_CLASSES)}")
     lo, hi = v.min(0), v.max(0)
     v = v - (lo + hi) / 2.0
     return v, t.astype(np.int32), pose
@@ -402,18 +402,29 @@ def _check_seed(seed, name: str = "seed") -> int:
     return int(seed)
 
 
-def build_scene(preset: str, seed: int, *, rig_seed: int | None = None) -> SceneSpec:
-    """Sample the scene of ``(preset, seed)``.
+def build_scene(preset: str, seed: int, *, rig_seed: int | None = None, split: str = "train"):
+    """Sample the scene of ``(preset, split, seed)``.
 
     Args:
-        preset: "tabletop" or "street".
+        preset: ``"tabletop"`` / ``"street"`` (version 2: a
+            :class:`~ros2_amodal_seg.world.compose.WorldScene`) or ``"shapes-tabletop"`` /
+            ``"shapes-street"`` (version 1: a :class:`SceneSpec`).
         seed: scene seed (objects, light, textures, noise), integer >= 0.
         rig_seed: seed of the camera rig (intrinsics, camera height and pitch); None
             means ``seed``. A robot's bag uses one rig for every frame.
+        split: ``"train"`` or ``"test"``: which held-out half of the models and textures a
+            version-2 scene draws from (version 1 has no split and ignores it).
 
     Raises:
-        ConfigError: unknown preset. InvalidInputError: a negative or non-integer seed.
+        ConfigError: unknown preset. InvalidInputError: a negative or non-integer seed, a bad split.
     """
+    cfg = get_preset(preset)
+    if cfg.version == 2:
+        from ros2_amodal_seg.world.compose import build_world_scene
+
+        return build_world_scene(preset, seed, rig_seed=rig_seed, split=split)
+    if split not in ("train", "test"):
+        raise InvalidInputError(f"split must be 'train' or 'test', got {split!r}")
     with single_thread_blas():
         return _build_scene(preset, seed, rig_seed)
 
@@ -422,7 +433,7 @@ def _build_scene(preset: str, seed: int, rig_seed: int | None) -> SceneSpec:
     cfg = get_preset(preset)
     seed = _check_seed(seed)
     rig_seed = seed if rig_seed is None else _check_seed(rig_seed, "rig_seed")
-    pidx = 0 if cfg.name == "tabletop" else 1
+    pidx = 0 if cfg.family == "tabletop" else 1
     rng = np.random.default_rng([seed, pidx, 0])
     rig = np.random.default_rng([rig_seed, pidx, 1])
 
@@ -449,7 +460,7 @@ def _build_scene(preset: str, seed: int, rig_seed: int | None) -> SceneSpec:
     backgrounds: list[Background] = []
     lo_s, hi_s = cfg.size_range
 
-    if cfg.name == "tabletop":
+    if cfg.family == "tabletop":
         dist = height / np.tan(pitch)                      # camera looks at the table centre
         table_c = np.array([dist, 0.0])
         table_yaw = float(rng.uniform(-0.4, 0.4))

@@ -1,8 +1,9 @@
 """Overview pictures of rendered frames (RGB, amodal overlay, LiDAR on image, BEV).
 
-    python -m ros2_amodal_seg.world.viz --out docs/images [--seed 3]
+    python -m ros2_amodal_seg.world.viz --out docs/images [--seed 3] [--presets tabletop street]
 
-writes ``world_<preset>.png`` per preset. No ROS imports.
+writes ``world_v2_<preset>.png`` per realistic preset and ``world_<family>.png`` per shapes
+preset (the version-1 pictures keep their names). No ROS imports.
 """
 from __future__ import annotations
 
@@ -109,25 +110,34 @@ def overview(frame, panel: tuple[int, int] = (320, 240)) -> np.ndarray:
     return np.concatenate([top, bot], 0)
 
 
+def picture_name(preset: str) -> str:
+    """File name of a preset's overview picture."""
+    if preset.startswith("shapes-"):
+        return f"world_{preset[len('shapes-'):]}.png"
+    return f"world_v2_{preset}.png"
+
+
 def main(argv=None) -> int:
     import cv2
 
     from ros2_amodal_seg.world import render_frame
+    from ros2_amodal_seg.world.presets import PRESETS
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=Path("docs/images"))
+    ap.add_argument("--presets", nargs="+", default=["tabletop", "street"], choices=sorted(PRESETS))
     ap.add_argument("--seed", type=int, default=None,
                     help="scene seed (default: the most occluded of seeds 0..19 per preset)")
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    for preset in ("tabletop", "street"):
+    for preset in args.presets:
         if args.seed is None:
             score = lambda fr: sum(a.occlude_rate > 0.1 for a in fr.annotations)  # noqa: E731
-            seed = max(range(20), key=lambda s: score(render_frame(preset, s, 160, 120, lidar=False)))
+            seed = max(range(20), key=lambda s: score(render_frame(preset, s, 320, 240, lidar=False)))
         else:
             seed = args.seed
         f = render_frame(preset, seed)
-        p = args.out / f"world_{preset}.png"
+        p = args.out / picture_name(preset)
         cv2.imwrite(str(p), cv2.cvtColor(overview(f), cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 9])
         print(p, f"seed {seed}", p.stat().st_size // 1024, "KB")
     return 0
