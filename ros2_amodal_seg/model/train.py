@@ -33,7 +33,9 @@ class TrainConfig:
 
     batch_size: int = 4               # per process
     lr: float = 3e-4
-    backbone_lr_mult: float = 1.0
+    backbone_lr_mult: float = 1.0     # backbone lr = lr x this (e.g. 0.1 to fine-tune a pretrained one)
+    freeze_bn: bool = False           # backbone BatchNorm layers in eval mode: running stats stay as loaded
+    freeze_bn_affine: bool = False    # with freeze_bn: their weight / bias are not trained either
     weight_decay: float = 0.05
     warmup_steps: int = 200
     grad_clip: float = 1.0
@@ -48,6 +50,40 @@ class TrainConfig:
     num_workers: int = 0
     amp: bool = True                  # autocast fp16 on CUDA (ignored on CPU)
     augment: bool = True
+
+    def __post_init__(self) -> None:
+        if self.backbone_lr_mult < 0:
+            raise ConfigError(f"backbone_lr_mult must be >= 0, got {self.backbone_lr_mult}")
+        if self.freeze_bn_affine and not self.freeze_bn:
+            raise ConfigError("freeze_bn_affine needs freeze_bn")
+
+
+def backbone_batchnorms(model: AmodalSegModel) -> list[torch.nn.modules.batchnorm._BatchNorm]:
+    """The BatchNorm layers of ``model``'s backbone (none in the plain one, which uses GroupNorm)."""
+    return [m for m in model.backbone.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+
+
+def freeze_backbone_bn(model: AmodalSegModel, affine: bool) -> int:
+    """Put the backbone's BatchNorm layers in eval mode (running statistics used, not updated);
+    ``affine``: also stop training their weight and bias. Call after every ``model.train()``.
+    Returns the number of layers."""
+    bns = backbone_batchnorms(model)
+    for bn in bns:
+        bn.eval()
+        if affine:
+            for p in bn.parameters():
+                p.requires_grad_(False)
+    return len(bns)
+
+
+def build_optimizer(model: AmodalSegModel, cfg: TrainConfig) -> torch.optim.AdamW:
+    """AdamW with two parameter groups: the backbone at ``lr * backbone_lr_mult``, the rest at ``lr``
+    (parameters that do not require gradients, e.g. frozen BatchNorm affines, are left out)."""
+    bb_ids = {id(p) for p in model.backbone.parameters()}
+    backbone = [p for p in model.backbone.parameters() if p.requires_grad]
+    other = [p for p in model.parameters() if id(p) not in bb_ids and p.requires_grad]
+    return torch.optim.AdamW([{"params": backbone, "lr": cfg.lr * cfg.backbone_lr_mult},
+                              {"params": other, "lr": cfg.lr}], lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
 def load_yaml_config(cls, path: str | Path | None, section: str | None = None):
@@ -191,11 +227,9 @@ def train(data_dirs: list[str], out_dir: str | Path, model_cfg: ModelConfig, tra
         val_ds = AmodalDataset(categories=categories, samples=samples)
 
     model = AmodalSegModel(model_cfg).to(dev)
-    backbone_params = list(model.backbone.parameters())
-    bb_ids = {id(p) for p in backbone_params}
-    other = [p for p in model.parameters() if id(p) not in bb_ids]
-    opt = torch.optim.AdamW([{"params": backbone_params, "lr": train_cfg.lr * train_cfg.backbone_lr_mult},
-                             {"params": other, "lr": train_cfg.lr}], lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
+    if train_cfg.freeze_bn and not freeze_backbone_bn(model, train_cfg.freeze_bn_affine):
+        log.warning("freeze_bn: the %r backbone has no BatchNorm layers", model_cfg.backbone.name)
+    opt = build_optimizer(model, train_cfg)
     base_lrs = [g["lr"] for g in opt.param_groups]
     history: dict = {"step": [], "loss": [], "parts": [], "val": [], "time_s": 0.0,
                      "train_config": asdict(train_cfg), "world_size": world, "device": str(dev)}
@@ -288,6 +322,8 @@ def train(data_dirs: list[str], out_dir: str | Path, model_cfg: ModelConfig, tra
                 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
             for g, b in zip(opt.param_groups, base_lrs):
                 g["lr"] = b * max(lr_scale, 0.02)
+            if train_cfg.freeze_bn:  # again after validate()'s model.train()
+                freeze_backbone_bn(model, train_cfg.freeze_bn_affine)
             with torch.autocast(device_type=dev.type, dtype=torch.float16, enabled=use_amp):
                 o = net(images)
             loss, parts = crit(o.final, o.aux, targets)
