@@ -65,13 +65,13 @@ def main(argv: list[str] | None = None) -> int:
     from ros2_amodal_seg.msg import AmodalInstanceArray
     from ros2_amodal_seg.ros import conversions as conv
     from ros2_amodal_seg.ros.rosenv import apply_loopback_ros_env, loopback_ros_env
-    from ros2_amodal_seg.ros.session import (latency_from_diagnostics, node_command,
-                                             pipeline_values_from_diagnostics)
+    from ros2_amodal_seg.ros.drive import node_command
+    from ros2_amodal_seg.ros.session import latency_from_diagnostics, pipeline_values_from_diagnostics
     from ros2_amodal_seg.runtime.stats import percentile
     from ros2_amodal_seg.world import render_frame
 
     print("rendering a 640x480 street frame ...", flush=True)
-    f = render_frame("street", 7, 640, 480)
+    f = render_frame("shapes-street", 7, 640, 480)
     cloud = organised_cloud(f)
     params = {"checkpoint": args.checkpoint, "device": args.device, "torch_threads": args.torch_threads,
               "score_threshold": args.score_threshold, "max_instances": args.max_instances,

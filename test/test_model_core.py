@@ -232,6 +232,22 @@ def test_windowed_mask_upsampling_equals_a_full_resize(size):
     assert upsample_masks(lg[:0], 0.0, height, width).shape == (0, height, width)
 
 
+@pytest.mark.parametrize("size", [(8, 8), (8, 640), (640, 8), (9, 13)])
+def test_upsampling_to_an_image_coarser_than_the_logits(size):
+    """8 px tall: output rows tap logit rows 3/4, 11/12, ...; a mask on rows 5-9 is tapped by
+    no output row, so it vanishes (it used to raise IndexError), as in a full cv2.resize."""
+    height, width = size
+    lg = np.full((3, 60, 80), -5.0, np.float32)
+    lg[0, 5:10, 5:10] = 4.0                                       # between the taps of an 8 px output
+    lg[1, 20:50, 10:70] = 4.0                                     # large: survives
+    lg[2, 0, 0] = 4.0
+    full = cv2.resize(lg.transpose(1, 2, 0), (width, height), interpolation=cv2.INTER_LINEAR).transpose(2, 0, 1) > 0
+    assert (upsample_masks(lg, 0.0, height, width) == full).all()
+    img = np.random.default_rng(0).integers(0, 255, (height, width, 3), dtype=np.uint8)
+    guided = guided_upsample_masks(lg, 0.5, ColourGuide(img, 4, 1e-3, 1))
+    assert guided.shape == (3, height, width) and guided[1].any()
+
+
 def test_guided_filter_reduces_to_a_box_blur_on_a_flat_image_and_snaps_to_an_edge():
     x = np.arange(60, dtype=np.float32)
     p = np.tile(np.clip((x - 13) / 8, 0, 1), (40, 1)).astype(np.float32)   # blurred step, p = 0.5 at x = 17

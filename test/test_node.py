@@ -33,7 +33,7 @@ MS = 1_000_000
 def world_frame():
     from ros2_amodal_seg.world import render_frame
 
-    return render_frame("street", 3, 320, 240)
+    return render_frame("shapes-street", 3, 320, 240)
 
 
 @pytest.fixture(scope="module")
@@ -120,27 +120,33 @@ def _bad_images(stamp):
     return [wrong_enc, truncated, bad_step]
 
 
-def test_bad_input_is_counted_and_the_node_survives(harness, world_frame):
+def test_bad_input_is_counted_at_receipt_by_kind_and_the_node_survives(harness, world_frame):
     h = harness
-    before = {k: _counter(h, k) for k in ("bad_image", "bad_camera_info", "camera_info_size_mismatch", "bad_cloud",
-                                          "clouds_with_nans")}
+    keys = ("bad_image", "image_encoding", "image_truncated", "image_step", "bad_camera_info", "camera_info_k",
+            "camera_info_fallback", "camera_info_size_mismatch", "bad_cloud", "cloud_fields", "clouds_with_nans",
+            "frames_fused")
+    before = {k: _counter(h, k) for k in keys}
     stamp = T0 + 2_000 * MS
     info = conv.KD_to_camera_info(world_frame.K, world_frame.D, (240, 320), stamp, "camera_optical_frame")
-    for k, img in enumerate(_bad_images(stamp)):          # three malformed images, one at a time
+    for k, img in enumerate(_bad_images(stamp)):          # three malformed images, counted as they arrive
         h.pub_info.publish(info)
         img.header.stamp = conv.ns_to_time(stamp + k * 100 * MS)
         h.pub_image.publish(img)
         h.wait_for(lambda k=k: _counter(h, "bad_image") >= before["bad_image"] + k + 1, 10.0, f"bad image {k}")
-    # camera_info with K all zeros, then one of the wrong size: frames still come out (2-D only)
+    # camera_info with K all zeros: refused at receipt, the last good one stays in use (fused, counted)
     n0 = h.count("instances")
     zero_k = conv.KD_to_camera_info(np.zeros((3, 3)), np.zeros(5), (240, 320), stamp, "camera_optical_frame")
     h.pub_info.publish(zero_k)
-    h.publish_frame(world_frame, stamp + 500 * MS, info=False, cloud=False)
-    _wait_outputs(h, n0 + 1)
+    h.wait_for(lambda: _counter(h, "camera_info_k") > before["camera_info_k"], 10.0, "zero K counted")
+    h.publish_frame(world_frame, stamp + 500 * MS, info=False)
+    arr = _wait_outputs(h, n0 + 1)
+    assert any(i.has_3d for i in arr.instances)            # fused with the last good intrinsics
+    # a valid camera_info of the wrong size replaces it: frames still come out (2-D only)
     h.pub_info.publish(conv.KD_to_camera_info(world_frame.K, world_frame.D, (480, 640), stamp, "cam"))
+    time.sleep(0.2)
     h.publish_frame(world_frame, stamp + 600 * MS, info=False, cloud=False)
     _wait_outputs(h, n0 + 2)
-    # clouds: no x field, point_step smaller than its fields, NaN points
+    # clouds: no x field, point_step smaller than its fields (both refused), NaN points (dropped)
     h.pub_info.publish(info)
     no_x = conv.xyzi_to_pointcloud2(world_frame.lidar_points, stamp + 720 * MS, "lidar")
     no_x.fields[0].name = "q"
@@ -160,11 +166,12 @@ def test_bad_input_is_counted_and_the_node_survives(harness, world_frame):
     arr = _wait_outputs(h, n0 + 5)
     assert any(i.has_3d for i in arr.instances)            # NaNs dropped, the rest fused
     h.wait_for(lambda: _counter(h, "clouds_with_nans") > before["clouds_with_nans"], 5.0, "nan counter")
-    after = {k: _counter(h, k) for k in before}
-    assert after["bad_image"] == before["bad_image"] + 3
-    assert after["bad_camera_info"] >= before["bad_camera_info"] + 1
-    assert after["camera_info_size_mismatch"] >= before["camera_info_size_mismatch"] + 1
-    assert after["bad_cloud"] >= before["bad_cloud"] + 2
+    h.wait_for(lambda: _counter(h, "cloud_fields") >= before["cloud_fields"] + 2, 5.0, "bad clouds counted")
+    d = {k: _counter(h, k) - before[k] for k in keys}
+    assert d["bad_image"] == 3 and d["image_encoding"] == d["image_truncated"] == d["image_step"] == 1, d
+    assert d["bad_camera_info"] == d["camera_info_k"] == 1, d
+    assert d["camera_info_fallback"] >= 1 and d["camera_info_size_mismatch"] >= 1, d
+    assert d["bad_cloud"] == d["cloud_fields"] == 2, d
     assert _counter(h, "cloud_nan_points") >= 7
     assert _counter(h, "processing_errors") == 0
 

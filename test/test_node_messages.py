@@ -56,11 +56,12 @@ def test_diagnostic_levels_and_message():
     assert diagnostic_level(**{**kw, "frames_out": 3})[0] == WARN
     assert diagnostic_level(**{**kw, "active": False})[0] == OK
     msg = build_diagnostics(1, "amodal_seg", WARN, "x", {"device": "cpu", "rate": 9.87654, "n": 3},
-                            {"model": {"p50": 10.0, "p95": 20.0, "n": 4}})
+                            {"model": {"p50": 10.0, "p95": 20.0, "max": 31.0, "n": 4}})
     d = diagnostics_to_dict(msg)
     assert d["amodal_seg: pipeline"]["level"] == WARN
     assert d["amodal_seg: pipeline"]["values"] == {"device": "cpu", "rate": "9.877", "n": "3"}
     assert d["amodal_seg: latency"]["values"]["model.p95_ms"] == "20.000"
+    assert d["amodal_seg: latency"]["values"]["model.max_ms"] == "31.000"
 
 
 @pytest.mark.parametrize("lifetime", [0.0, 1.5])

@@ -14,6 +14,7 @@ from ros2_amodal_seg.runtime.processor import (FrameInput, FrameProcessor, Proce
                                                fusion_config_from_params)
 from ros2_amodal_seg.runtime.stats import EventCounters, LatencyStats, RateMeter, Throttle, percentile
 from ros2_amodal_seg.runtime.sync import FrameSync, SyncConfig
+from sync_sim import simulate
 from ros2_amodal_seg.types import AmodalInstanceArrayData, AmodalInstanceData, Instances2D
 
 MS = 1_000_000
@@ -41,20 +42,51 @@ def test_sync_waits_for_a_later_cloud_then_gives_up_2d():
     assert f is not None and f.cloud is None and f.cloud_stamp_ns is None
     assert s.unpaired == 1
     # a cloud arriving during the wait is used
-    s.add_image(T0 + 100 * MS, "img2", now=1.0)
-    assert s.poll(now=1.05) is None
-    s.add_cloud(T0 + 120 * MS, "new", now=1.06)
-    f = s.poll(now=1.06)
+    s.add_image(T0 + 100 * MS, "img2", now=0.5)
+    assert s.poll(now=0.55) is None
+    s.add_cloud(T0 + 120 * MS, "new", now=0.56)
+    f = s.poll(now=0.56)
     assert f.cloud == "new" and f.cloud_dt_ns == 20 * MS
 
 
+def test_sync_a_fast_camera_does_not_restart_an_older_images_wait():
+    """The stall of issue #18: each new image used to restart the wait, so with no cloud
+    stamped after the images nothing was ever released."""
+    s = FrameSync(config=SyncConfig(tolerance_s=0.05, cloud_wait_s=0.2))
+    s.add_cloud(T0 - 2 * MS, "c", now=0.0)            # stamped just before the first image
+    for k in range(7):                                # 30 Hz images, none ready by a later cloud
+        s.add_image(T0 + 33 * k * MS, k, now=0.033 * k)
+        if 0.033 * k < 0.2:
+            assert s.poll(now=0.033 * k) is None
+    f = s.poll(now=0.2)                               # image 0 waited its own 0.2 s
+    assert f is not None and f.image == 0 and f.cloud == "c"
+    assert s.num_pending == 6 and s.drops["superseded"] == 0
+    f = s.poll(now=0.4)                               # images 1..6 waited too: the newest ready wins
+    assert f.image == 6 and s.drops["superseded"] == 5 and f.cloud is None   # 198 ms from the cloud
+
+
+def test_sync_knows_the_lidar_period_and_releases_without_waiting_for_the_next_cloud():
+    s = FrameSync(config=SyncConfig(tolerance_s=0.05, cloud_wait_s=0.5))
+    for j in range(3):                                # 10 Hz, stamped 2 ms before the images
+        s.add_cloud(T0 + (100 * j - 2) * MS, j, now=0.1 * j)
+    assert s.cloud_period_ns == 100 * MS
+    s.add_image(T0 + 200 * MS, "img", now=0.205)      # nearest: cloud 2 (2 ms); the next is >= 48 ms away
+    f = s.poll(now=0.205)
+    assert f is not None and f.cloud == 2 and f.cloud_dt_ns == -2 * MS
+    s.add_image(T0 + 233 * MS, "img2", now=0.24)      # 35 ms after cloud 2, the next may be 15 ms away
+    assert s.poll(now=0.24) is None
+    s.add_cloud(T0 + 298 * MS, 3, now=0.3)
+    f = s.poll(now=0.3)
+    assert f.cloud == 2 and f.image == "img2"          # decided by the later cloud: 2 is still nearest
+
+
 def test_sync_counts_superseded_and_stale_drops():
-    s = FrameSync(config=SyncConfig(cloud_wait_s=0.0, max_frame_age_s=1.0))
+    s = FrameSync(config=SyncConfig(cloud_wait_s=0.0, max_frame_age_s=1.0, max_pending=3))
     for k in range(5):
         s.add_image(T0 + k * 100 * MS, k, now=0.01 * k)
-    assert s.drops["superseded"] == 4
+    assert s.drops["superseded"] == 2 and s.num_pending == 3     # beyond max_pending
     f = s.poll(now=0.1)
-    assert f.image == 4                               # the newest frame is processed
+    assert f.image == 4 and s.drops["superseded"] == 4            # the newest frame is processed
     s.add_image(T0 + 600 * MS, 5, now=1.0)
     assert s.poll(now=2.5) is None                    # 1.5 s old > max_frame_age_s
     assert s.drops["stale"] == 1
@@ -67,11 +99,20 @@ def test_sync_time_jump_resets_caches():
     s.add_image(T0 + 5_000 * MS, "late", now=0.0)     # pending (waits for a later cloud)
     assert s.add_cloud(T0 + 100 * MS, "c2", now=0.1) is False   # forward: no reset
     assert s.add_image(T0, "loop", now=0.2) is True   # 5 s backwards: bag looped
-    assert s.drops["time_jump"] == 0 or s.drops["time_jump"] == 1
-    assert s.resets == 1 and s.num_clouds == 0
+    assert s.drops["time_jump"] == 1                  # "late" was pending
+    assert s.resets == 1 and s.num_clouds == 0 and s.num_pending == 1
     # small jitter backwards (< time_jump_s) does not reset
     s.add_cloud(T0 + 30 * MS, "c3", now=0.3)
     assert s.add_cloud(T0 + 20 * MS, "c4", now=0.3) is False and s.resets == 1
+
+
+def test_sync_without_a_lidar_stream_images_stop_waiting():
+    s = FrameSync(config=SyncConfig(cloud_wait_s=5.0))
+    s.add_image(T0, 0, now=0.0)
+    assert s.poll(now=0.5) is None                    # the LiDAR may still be starting
+    s.add_image(T0 + 1_100 * MS, 1, now=1.1)
+    f = s.poll(now=1.1)                               # no cloud for 1 s: no stream to wait for
+    assert f is not None and f.image == 1 and f.cloud is None
 
 
 def test_sync_wait_ready_blocks_until_cloud_arrives():
@@ -81,6 +122,39 @@ def test_sync_wait_ready_blocks_until_cloud_arrives():
     t0 = time.monotonic()
     f = s.wait_ready(3.0)
     assert f is not None and f.cloud == "c" and time.monotonic() - t0 < 1.5
+
+
+def _nearest(stamp: int, clouds: list[int], tol_ns: int) -> int | None:
+    best = min(clouds, key=lambda c: (abs(c - stamp), c), default=None)
+    return best if best is not None and abs(best - stamp) <= tol_ns else None
+
+
+@pytest.mark.parametrize("offset_ms", [-2.0, 2.0, -20.0, 30.0])
+@pytest.mark.parametrize("jitter_ms", [3.0, 15.0])
+def test_sync_30_10_hz_never_starves_and_pairs_the_nearest_cloud_in_either_callback_order(offset_ms, jitter_ms):
+    proc_s, duration = 0.22, 60.0
+    runs = [simulate(offset_ms=offset_ms, jitter_ms=jitter_ms, cloud_first=cf, proc_s=proc_s, duration_s=duration)
+            for cf in (True, False)]
+    for r in runs:
+        done = [o[0] for o in r.outputs]
+        gaps = [b - a for a, b in zip(done, done[1:])]
+        assert len(r.outputs) >= 0.9 * duration / proc_s          # >= 90 % of the closed-loop rate
+        assert max(gaps) <= proc_s + 0.1                          # never a stall
+        assert r.accounted() == len(r.images)                     # each image paired, 2-D or dropped
+        tol = int(r.sync.config.tolerance_s * 1e9)
+        for _, img, cloud in r.outputs[1:]:                       # the first may precede every cloud
+            assert cloud == _nearest(img, r.clouds, tol)
+    assert [o[1:] for o in runs[0].outputs] == [o[1:] for o in runs[1].outputs]
+
+
+def test_sync_bag_loop_outputs_again_within_one_second():
+    r = simulate(offset_ms=-2.0, duration_s=30.0, loop_at_s=15.0)
+    assert r.sync.resets >= 1
+    after = [done for done, img, _ in r.outputs if done > 15.0]
+    assert after and after[0] - 15.0 < 1.0
+    done = [o[0] for o in r.outputs]
+    assert max(b - a for a, b in zip(done, done[1:])) < 1.0
+    assert r.accounted() == len(r.images)
 
 
 def test_sync_config_validation():

@@ -168,6 +168,9 @@ def _windows(logits: np.ndarray, threshold: float, y: tuple, x: tuple, pad: int,
         c = np.nonzero(cols_any[k])[0]
         ys = np.nonzero((y[1] >= r[0]) & (y[0] <= r[-1]))[0]
         xs = np.nonzero((x[1] >= c[0]) & (x[0] <= c[-1]))[0]
+        if len(ys) == 0 or len(xs) == 0:   # an output coarser than the logits taps none of those cells
+            out.append(None)
+            continue
         out.append((max(0, ys[0] - pad), min(height, ys[-1] + 1 + pad),
                     max(0, xs[0] - pad), min(width, xs[-1] + 1 + pad)))
     return out

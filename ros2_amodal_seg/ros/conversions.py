@@ -17,6 +17,7 @@ from std_msgs.msg import Float32MultiArray, Header, MultiArrayDimension
 
 from ros2_amodal_seg import masks as mask_utils
 from ros2_amodal_seg.errors import GeometryError, InvalidInputError, MaskEncodingError
+from ros2_amodal_seg.runtime import inputs
 from ros2_amodal_seg.msg import (AmodalInstance, AmodalInstanceArray, BevGrid, MaskRLE, OcclusionEdge,
                                  OcclusionGraph)
 from ros2_amodal_seg.transforms import quaternion_to_rotation, rotation_to_quaternion
@@ -223,29 +224,20 @@ def occupancy_to_msg(values: np.ndarray, resolution: float, origin_xy: np.ndarra
 
 # ----------------------------------------------------------------------------- images
 
-_IMAGE_CHANNELS = {"rgb8": 3, "bgr8": 3, "mono8": 1}
-
-
 def image_msg_to_rgb(m: Image) -> np.ndarray:
     """``sensor_msgs/Image`` (rgb8, bgr8, mono8) -> ``[H, W, 3]`` uint8 RGB (a copy).
 
     Raises:
-        InvalidInputError: unsupported encoding, zero size, a step smaller than a row,
-            or data shorter than ``step * height``.
+        InvalidInputError: whatever :func:`~ros2_amodal_seg.runtime.inputs.check_image` refuses
+            (unsupported encoding, zero size, a step smaller than a row, data shorter than
+            ``step * height``, a negative stamp); longer data is read up to ``step * height``.
     """
+    v = inputs.check_image(m, inputs.UNBOUNDED)
+    if not v.ok:
+        raise InvalidInputError(f"image refused [{v.refused}]: {v.detail}")
     enc = m.encoding.lower()
-    if enc not in _IMAGE_CHANNELS:
-        raise InvalidInputError(f"unsupported image encoding {m.encoding!r} (supported: rgb8, bgr8, mono8)")
-    h, w, ch = int(m.height), int(m.width), _IMAGE_CHANNELS[enc]
-    if h == 0 or w == 0:
-        raise InvalidInputError(f"image has zero size {w}x{h}")
-    step = int(m.step)
-    if step < w * ch:
-        raise InvalidInputError(f"image step {step} < width*channels {w * ch} for {enc}")
-    buf = np.frombuffer(bytes(m.data) if not isinstance(m.data, (bytes, bytearray, memoryview, np.ndarray))
-                        else m.data, dtype=np.uint8)
-    if buf.size < step * h:
-        raise InvalidInputError(f"image data is truncated: {buf.size} bytes < step*height = {step * h}")
+    h, w, ch, step = int(m.height), int(m.width), inputs.IMAGE_ENCODINGS[enc], int(m.step)
+    buf = _bytes_view(m.data)
     rows = buf[:step * h].reshape(h, step)[:, :w * ch]
     img = rows.reshape(h, w, ch)
     if enc == "rgb8":
@@ -282,18 +274,13 @@ def camera_info_to_KD(m: CameraInfo) -> tuple[np.ndarray, np.ndarray, tuple[int,
     """CameraInfo -> (K ``[3, 3]`` float64 px, D ``[5]`` float64 plumb_bob, (H, W)).
 
     Raises:
-        GeometryError: K all zeros / zero focal length, or an unsupported distortion model.
+        GeometryError: whatever :func:`~ros2_amodal_seg.runtime.inputs.check_camera_info` refuses
+            (non-finite or implausible K, unsupported distortion, a negative stamp, zero size).
     """
-    K = np.asarray(m.k, dtype=np.float64).reshape(3, 3)
-    if not np.all(np.isfinite(K)) or K[0, 0] == 0.0 or K[1, 1] == 0.0:
-        raise GeometryError(f"camera_info K has zero/non-finite focal length (fx={K[0, 0]}, fy={K[1, 1]})")
-    model = m.distortion_model or "plumb_bob"
-    d = np.asarray(m.d, dtype=np.float64)
-    if model not in ("plumb_bob", "rational_polynomial") and d.size and np.any(d != 0):
-        raise GeometryError(f"unsupported distortion model {model!r}")
-    D = np.zeros(5)
-    D[:min(5, d.size)] = d[:5]
-    return K, D, (int(m.height), int(m.width))
+    v = inputs.check_camera_info(m)
+    if not v.ok:
+        raise GeometryError(f"camera_info refused [{v.refused}]: {v.detail}")
+    return v.value.K, v.value.D, (v.value.height, v.value.width)
 
 
 def KD_to_camera_info(K: np.ndarray, D: np.ndarray, size: tuple[int, int], stamp_ns: int,
@@ -308,8 +295,12 @@ def KD_to_camera_info(K: np.ndarray, D: np.ndarray, size: tuple[int, int], stamp
 
 # ----------------------------------------------------------------------------- point clouds
 
-_PF = {PointField.INT8: "i1", PointField.UINT8: "u1", PointField.INT16: "i2", PointField.UINT16: "u2",
-       PointField.INT32: "i4", PointField.UINT32: "u4", PointField.FLOAT32: "f4", PointField.FLOAT64: "f8"}
+def _bytes_view(data) -> np.ndarray:
+    """A message's ``uint8[]`` field as a ``[N]`` uint8 array, without a copy where it has a buffer."""
+    try:
+        return np.frombuffer(memoryview(data).cast("B"), dtype=np.uint8)
+    except TypeError:   # a plain list
+        return np.frombuffer(bytes(data), dtype=np.uint8)
 
 
 def pointcloud2_to_xyzi(m: PointCloud2) -> tuple[np.ndarray, int]:
@@ -325,36 +316,18 @@ def pointcloud2_to_xyzi(m: PointCloud2) -> tuple[np.ndarray, int]:
         InvalidInputError: no float32 x/y/z fields, point_step too small for its fields,
             row_step/data size inconsistent (truncated), or big-endian data.
     """
-    fields = {f.name: f for f in m.fields}
-    for name in ("x", "y", "z"):
-        if name not in fields:
-            raise InvalidInputError(f"PointCloud2 has no '{name}' field (fields: {sorted(fields)})")
-        if fields[name].datatype != PointField.FLOAT32:
-            raise InvalidInputError(f"PointCloud2 field '{name}' must be FLOAT32, got datatype "
-                                    f"{fields[name].datatype}")
-    if m.is_bigendian:
-        raise InvalidInputError("big-endian PointCloud2 is not supported")
+    v = inputs.check_cloud(m, inputs.UNBOUNDED)
+    if not v.ok:
+        raise InvalidInputError(f"PointCloud2 refused [{v.refused}]: {v.detail}")
     step = int(m.point_step)
     n = int(m.width) * int(m.height)
     names, formats, offsets = [], [], []
     for f in m.fields:
-        if f.datatype not in _PF:
-            continue
-        size = np.dtype(_PF[f.datatype]).itemsize * max(1, int(f.count))
-        if f.offset + size > step:
-            raise InvalidInputError(f"PointCloud2 field '{f.name}' (offset {f.offset}, {size} B) exceeds "
-                                    f"point_step {step}")
-        if f.name in ("x", "y", "z", "intensity"):
+        if f.name in ("x", "y", "z", "intensity") and int(f.datatype) in inputs.POINTFIELD_FORMATS:
             names.append(f.name)
-            formats.append(_PF[f.datatype])
+            formats.append(inputs.POINTFIELD_FORMATS[int(f.datatype)])
             offsets.append(int(f.offset))
-    if int(m.row_step) < int(m.width) * step:
-        raise InvalidInputError(f"PointCloud2 row_step {m.row_step} < width*point_step {int(m.width) * step}")
-    data = m.data if isinstance(m.data, (bytes, bytearray, memoryview)) else bytes(m.data)
-    buf = np.frombuffer(data, dtype=np.uint8)
-    if buf.size < int(m.row_step) * int(m.height):
-        raise InvalidInputError(f"PointCloud2 data is truncated: {buf.size} B < row_step*height "
-                                f"{int(m.row_step) * int(m.height)}")
+    buf = _bytes_view(m.data)
     if n == 0:
         return np.zeros((0, 4), np.float32), 0
     dt = np.dtype({"names": names, "formats": formats, "offsets": offsets, "itemsize": step})

@@ -47,13 +47,13 @@ def _kv(k: str, v) -> KeyValue:
 def build_diagnostics(stamp_ns: int, node_name: str, level: int, message: str, values: dict,
                       latency: dict[str, dict[str, float]], hardware_id: str = "") -> DiagnosticArray:
     """Two statuses: ``<node>: pipeline`` (rates, counters, ...) and ``<node>: latency``
-    (``<stage>.p50_ms`` / ``<stage>.p95_ms`` / ``<stage>.n``)."""
+    (``<stage>.p50_ms`` / ``<stage>.p95_ms`` / ``<stage>.max_ms`` / ``<stage>.n``)."""
     main = DiagnosticStatus(level=bytes([int(level)]), name=f"{node_name}: pipeline", message=message, hardware_id=hardware_id,
                             values=[_kv(k, v) for k, v in values.items()])
     lat_vals = []
     for stage, s in latency.items():
         lat_vals += [_kv(f"{stage}.p50_ms", float(s["p50"])), _kv(f"{stage}.p95_ms", float(s["p95"])),
-                     _kv(f"{stage}.n", int(s["n"]))]
+                     _kv(f"{stage}.max_ms", float(s["max"])), _kv(f"{stage}.n", int(s["n"]))]
     lat = DiagnosticStatus(level=bytes([OK]), name=f"{node_name}: latency", message="per-stage latency [ms]",
                            hardware_id=hardware_id, values=lat_vals)
     return DiagnosticArray(header=make_header(stamp_ns, ""), status=[main, lat])

@@ -33,12 +33,17 @@ from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityP
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from visualization_msgs.msg import MarkerArray
 
-from ros2_amodal_seg.errors import AmodalSegError, GeometryError, InvalidInputError
+from rosbags.serde import SerdeError
+
+from ros2_amodal_seg.data.bag import get_typestore
+from ros2_amodal_seg.errors import AmodalSegError, InvalidInputError
 from ros2_amodal_seg.msg import AmodalInstanceArray, BevGrid, OcclusionGraph
 from ros2_amodal_seg.ros import conversions as conv
 from ros2_amodal_seg.ros.diagnostics import build_diagnostics, diagnostic_level
 from ros2_amodal_seg.ros.markers import build_markers
 from ros2_amodal_seg.runtime.overlay import instance_color, render_overlay
+from ros2_amodal_seg.runtime.inputs import InputGate, InputLimits
+from ros2_amodal_seg.runtime.inputs import counter_names as input_counter_names
 from ros2_amodal_seg.runtime.params import PARAMS, check_transform, check_value
 from ros2_amodal_seg.runtime.processor import (FrameInput, FrameProcessor, ProcessorConfig,
                                                fusion_config_from_params)
@@ -66,13 +71,17 @@ OUTPUTS: dict[str, type] = {
     "~/occupancy": OccupancyGrid, "~/markers": MarkerArray, "~/overlay": Image, "~/instance_points": PointCloud2,
 }
 
-#: bad-input / event counters reported in diagnostics.
-COUNTERS: tuple[str, ...] = (
-    "bad_image", "bad_camera_info", "camera_info_size_mismatch", "no_camera_info", "bad_cloud",
-    "clouds_with_nans", "cloud_nan_points", "time_jumps", "processing_errors", "no_extrinsics", "tf_failures",
-    "qos_incompatible", "frames_fused", "frames_2d")
+#: input topics by the key of their counters.
+INPUTS: dict[str, str] = {"camera_info": TOPIC_CAMERA_INFO, "cloud": TOPIC_POINTS}
 
-_BAD_INPUT = ("bad_image", "bad_camera_info", "camera_info_size_mismatch", "bad_cloud", "clouds_with_nans")
+#: bad-input / event counters reported in diagnostics (every refusal kind of
+#: :mod:`ros2_amodal_seg.runtime.inputs` included, so that a zero is reported too).
+COUNTERS: tuple[str, ...] = input_counter_names() + (
+    "camera_info_size_mismatch", "no_camera_info", "clouds_with_nans", "cloud_nan_points", "time_jumps",
+    "processing_errors", "no_extrinsics", "tf_failures", "qos_incompatible", "messages_lost_image",
+    "messages_lost_camera_info", "messages_lost_cloud", "frames_fused", "frames_2d")
+
+_BAD_INPUT = ("camera_info_size_mismatch", "clouds_with_nans")
 
 
 def _descriptor(spec) -> ParameterDescriptor:
@@ -106,7 +115,10 @@ class AmodalSegNode(LifecycleNode):
         self.latency = LatencyStats(window=300)
         self.rates = {k: RateMeter(5.0) for k in ("image", "camera_info", "cloud", "output")}
         self._throttle = Throttle(5.0)
+        self.gate = InputGate(self.counters, self._warn, InputLimits(max_cloud_points=int(self._p("max_cloud_points"))))
         self.sync = FrameSync(config=self._sync_config())
+        self._typestore = get_typestore()
+        self._compressed = False
         self.processor: FrameProcessor | None = None
         self.extrinsics_source = "none"
         self._tf_buffer = None
@@ -194,6 +206,8 @@ class AmodalSegNode(LifecycleNode):
         if names & {"sync_tolerance_s", "sync_cloud_wait_s", "sync_max_frame_age_s", "sync_cloud_cache_size",
                     "sync_time_jump_s"}:
             self.sync.set_config(self._sync_config())
+        if "max_cloud_points" in names:
+            self.gate.limits = InputLimits(max_cloud_points=int(self._p("max_cloud_points")))
         proc = self.processor
         if proc is None:
             return
@@ -306,21 +320,35 @@ class AmodalSegNode(LifecycleNode):
                           durability=DurabilityPolicy.VOLATILE)
 
     def _create_subscriptions(self) -> None:
+        """Raw (serialised) subscriptions: each message is decoded with ``rosbags`` into numpy
+        views of its buffer (no copy of the pixels or points), checked, and only then kept."""
         qos = self._input_qos()
+        self._compressed = bool(self._p("use_compressed"))
+        img_type = CompressedImage if self._compressed else Image
+        subs = (("image", img_type, self._image_topic(), self._on_image),
+                ("camera_info", CameraInfo, TOPIC_CAMERA_INFO, self._on_camera_info),
+                ("cloud", PointCloud2, TOPIC_POINTS, self._on_cloud))
+        self._subs = []
+        for key, mtype, topic, callback in subs:
+            events = SubscriptionEventCallbacks(
+                incompatible_qos=lambda info, t=topic: self._on_incompatible_qos("subscription", t, info),
+                message_lost=lambda info, k=key, t=topic: self._on_message_lost(k, t, info))
+            typename = f"sensor_msgs/msg/{mtype.__name__}"
+            self._subs.append(self.create_subscription(
+                mtype, topic, lambda raw, k=key, n=typename, cb=callback: self._decode(k, n, raw, cb), qos,
+                event_callbacks=events, raw=True))
 
-        def events(topic: str) -> SubscriptionEventCallbacks:
-            return SubscriptionEventCallbacks(
-                incompatible_qos=lambda info, t=topic: self._on_incompatible_qos("subscription", t, info))
-
-        img_type = CompressedImage if self._p("use_compressed") else Image
-        self._subs = [
-            self.create_subscription(img_type, self._image_topic(), self._on_image, qos,
-                                     event_callbacks=events(self._image_topic())),
-            self.create_subscription(CameraInfo, TOPIC_CAMERA_INFO, self._on_camera_info, qos,
-                                     event_callbacks=events(TOPIC_CAMERA_INFO)),
-            self.create_subscription(PointCloud2, TOPIC_POINTS, self._on_cloud, qos,
-                                     event_callbacks=events(TOPIC_POINTS)),
-        ]
+    def _decode(self, key: str, typename: str, raw: bytes, callback) -> None:
+        self.rates[key].tick()
+        if not self._active:
+            return
+        try:
+            msg = self._typestore.deserialize_cdr(raw, typename)
+        except SerdeError as exc:
+            self._bad_since_report += 1
+            self.gate.refuse(key, f"{key}_cdr", f"cannot decode the {typename} message: {exc}")
+            return
+        callback(msg)
 
     def _create_publishers(self) -> None:
         qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=5, reliability=ReliabilityPolicy.RELIABLE,
@@ -330,6 +358,12 @@ class AmodalSegNode(LifecycleNode):
             ev = PublisherEventCallbacks(
                 incompatible_qos=lambda info, t=topic: self._on_incompatible_qos("publisher", t, info))
             self._pubs[topic[2:]] = self.create_lifecycle_publisher(mtype, topic, qos, event_callbacks=ev)
+
+    def _on_message_lost(self, key: str, topic: str, info) -> None:
+        """The middleware lost messages before our callback (a full history, a slow reader)."""
+        n = self.counters.inc(f"messages_lost_{key}", int(info.total_count_change))
+        self._warn(f"lost:{key}", f"{info.total_count_change} message(s) on {self._resolved(topic)} lost before "
+                                  f"the callback ({n} in all): the node cannot keep up or qos_depth is too small")
 
     def _on_incompatible_qos(self, kind: str, topic: str, info) -> None:
         self.counters.inc("qos_incompatible")
@@ -389,21 +423,23 @@ class AmodalSegNode(LifecycleNode):
 
     # ================================================================== callbacks (never block)
     def _on_image(self, msg) -> None:
-        self.rates["image"].tick()
-        if not self._active:
-            return
         self._frames_in_since_report += 1
-        if self.sync.add_image(conv.time_to_ns(msg.header.stamp), msg):
+        if not self.gate.image(msg, compressed=self._compressed):
+            self._bad_since_report += 1
+        elif self.sync.add_image(conv.time_to_ns(msg.header.stamp), msg):
             self._on_time_jump("image")
 
-    def _on_camera_info(self, msg: CameraInfo) -> None:
-        self.rates["camera_info"].tick()
-        if self._active and self.sync.add_camera_info(conv.time_to_ns(msg.header.stamp), msg):
+    def _on_camera_info(self, msg) -> None:
+        intrinsics = self.gate.camera_info(msg)
+        if intrinsics is None:
+            self._bad_since_report += 1
+        elif self.sync.add_camera_info(intrinsics.stamp_ns, intrinsics):
             self._on_time_jump("camera_info")
 
-    def _on_cloud(self, msg: PointCloud2) -> None:
-        self.rates["cloud"].tick()
-        if self._active and self.sync.add_cloud(conv.time_to_ns(msg.header.stamp), msg):
+    def _on_cloud(self, msg) -> None:
+        if not self.gate.cloud(msg):
+            self._bad_since_report += 1
+        elif self.sync.add_cloud(conv.time_to_ns(msg.header.stamp), msg):
             self._on_time_jump("cloud")
 
     def _on_time_jump(self, topic: str) -> None:
@@ -476,27 +512,31 @@ class AmodalSegNode(LifecycleNode):
     def _convert_inputs(self, frame) -> FrameInput | None:
         """Raw messages -> FrameInput; counts and warns on bad input (None = skip the frame)."""
         msg = frame.image
-        try:
-            rgb = conv.compressed_image_to_rgb(msg) if isinstance(msg, CompressedImage) else conv.image_msg_to_rgb(msg)
-        except InvalidInputError as exc:
-            self._bad("bad_image", f"image dropped: {exc}")
-            return None
+        if self._compressed:
+            try:
+                rgb = conv.compressed_image_to_rgb(msg)
+            except InvalidInputError as exc:
+                self.gate.refuse("image", "image_decode", str(exc))
+                return None
+            if min(rgb.shape[:2]) < self.gate.limits.min_image_side:
+                self.gate.refuse("image", "image_size", f"decoded image is {rgb.shape[1]}x{rgb.shape[0]}")
+                return None
+        else:
+            rgb = conv.image_msg_to_rgb(msg)      # checked at receipt: cannot fail here
         H, W = rgb.shape[:2]
         camera_frame = str(self._p("camera_frame")) or msg.header.frame_id or "camera_optical_frame"
         K = D = None
-        if frame.camera_info is None:
+        info = frame.camera_info               # the last *good* intrinsics (runtime.inputs.Intrinsics)
+        if info is None:
             self.counters.inc("no_camera_info")
-            self._warn("no_camera_info", f"no camera_info on {self._resolved(TOPIC_CAMERA_INFO)} yet: 2-D only")
+            self._warn("no_camera_info", f"no valid camera_info on {self._resolved(TOPIC_CAMERA_INFO)} yet: 2-D only")
+        elif (info.height, info.width) != (H, W):
+            self._bad("camera_info_size_mismatch",
+                      f"camera_info is {info.width}x{info.height} but the image is {W}x{H}: frame fused 2-D only")
         else:
-            try:
-                K, D, (ch, cw) = conv.camera_info_to_KD(frame.camera_info)
-                if (ch, cw) != (H, W):
-                    self._bad("camera_info_size_mismatch",
-                              f"camera_info is {cw}x{ch} but the image is {W}x{H}: frame fused 2-D only")
-                    K = D = None
-            except (GeometryError, InvalidInputError, ValueError) as exc:
-                self._bad("bad_camera_info", f"camera_info unusable ({exc}): 2-D only")
-                K = D = None
+            K, D = info.K, info.D
+            if self.gate.last_info_bad:
+                self.counters.inc("camera_info_fallback")
         pts = None
         lidar_frame = ""
         if frame.cloud is not None:
@@ -506,8 +546,8 @@ class AmodalSegNode(LifecycleNode):
                 if n_nan:
                     self.counters.inc("cloud_nan_points", n_nan)
                     self._bad("clouds_with_nans", f"cloud had {n_nan} non-finite point(s) (dropped)")
-            except (InvalidInputError, ValueError) as exc:
-                self._bad("bad_cloud", f"cloud ignored, frame segmented 2-D only: {exc}")
+            except InvalidInputError as exc:     # checked at receipt: not expected
+                self._bad("processing_errors", f"cloud ignored, frame segmented 2-D only: {exc}")
                 pts = None
         T_cl, T_bc = self._extrinsics(camera_frame, lidar_frame)
         if T_bc is None or (pts is not None and T_cl is None):
@@ -595,7 +635,8 @@ class AmodalSegNode(LifecycleNode):
             "extrinsics_source": self.extrinsics_source,
             "image_rate_hz": self.rates["image"].rate(now), "camera_info_rate_hz": self.rates["camera_info"].rate(now),
             "cloud_rate_hz": self.rates["cloud"].rate(now), "output_rate_hz": self.rates["output"].rate(now),
-            "images_received": self.rates["image"].total, "clouds_received": self.rates["cloud"].total,
+            "images_received": self.rates["image"].total, "camera_infos_received": self.rates["camera_info"].total,
+            "clouds_received": self.rates["cloud"].total, "frames_pending": self.sync.num_pending,
             "frames_processed": self.frames_out, "frames_paired": self.sync.paired,
             "frames_unpaired": self.sync.unpaired,
         }
@@ -613,13 +654,14 @@ class AmodalSegNode(LifecycleNode):
 
 def main(argv: list[str] | None = None) -> int:
     """``amodal_seg_node [--ros-args ...]``."""
-    from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor  # noqa: PLC0415
+    from rclpy.executors import ExternalShutdownException  # noqa: PLC0415
+    from rclpy.executors import SingleThreadedExecutor  # noqa: PLC0415
 
     rclpy.init(args=sys.argv if argv is None else argv)
     node = None
     try:
         node = AmodalSegNode()
-        executor = MultiThreadedExecutor(num_threads=2)
+        executor = SingleThreadedExecutor()
         executor.add_node(node)
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):

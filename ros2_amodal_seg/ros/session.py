@@ -10,23 +10,17 @@ and the benchmark. Everything speaks loopback DDS on a caller-chosen ``ROS_DOMAI
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
-import tempfile
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
-import yaml
 
 from ros2_amodal_seg import masks as mask_utils
 from ros2_amodal_seg.errors import DatasetError, InvalidInputError
-from ros2_amodal_seg.ros.rosenv import ROS_ENV_KEYS, loopback_ros_env
 
 
 def dataset_node_params(annotations_json: str | Path, preset: str, checkpoint: str = "", **overrides) -> dict:
@@ -81,28 +75,6 @@ class SessionResult:
         return self.outputs.get("instances", [])
 
 
-def _write_params(params: dict, path: Path) -> Path:
-    path.write_text(yaml.safe_dump({"/**": {"ros__parameters": params}}))
-    return path
-
-
-def node_command(params_file: Path, node_name: str = "amodal_seg") -> list[str]:
-    """Command line that starts the node (same interpreter as this process)."""
-    return [sys.executable, "-m", "ros2_amodal_seg.ros.node", "--ros-args", "--params-file", str(params_file),
-            "-r", f"__node:={node_name}"]
-
-
-def _stop(proc: subprocess.Popen, timeout: float = 15.0) -> None:
-    if proc.poll() is not None:
-        return
-    proc.send_signal(signal.SIGINT)
-    try:
-        proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=5)
-
-
 def run_session(bag: str | Path, params: dict, *, domain_id: int, rate: float = 1.0,
                 topics: tuple[str, ...] = ("instances", "occlusion_graph", "bev_grid", "occupancy", "markers",
                                            "instance_points", "overlay"),
@@ -120,76 +92,28 @@ def run_session(bag: str | Path, params: dict, *, domain_id: int, rate: float = 
         log: progress callback.
 
     Raises:
-        InvalidInputError: the node did not start or died.
+        InvalidInputError: the node did not start or died, or the replay failed.
     """
-    import rclpy
-    from diagnostic_msgs.msg import DiagnosticArray
-    from rclpy.executors import SingleThreadedExecutor
-    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from ros2_amodal_seg.ros.drive import NodeProcess, Peer
 
-    from ros2_amodal_seg.ros.node import OUTPUTS
-
-    env = loopback_ros_env(domain_id)
     params = dict(params)
     # a slowed-down replay also delays the LiDAR sweep that follows each image (~20 ms of bag
     # time) in wall time: let the sync cache wait correspondingly longer for it
     params["sync_cloud_wait_s"] = float(min(5.0, max(float(params.get("sync_cloud_wait_s", 0.2)), 0.06 / rate)))
     params["sync_max_frame_age_s"] = float(max(float(params.get("sync_max_frame_age_s", 2.0)),
                                                3 * params["sync_cloud_wait_s"]))
-    tmp = Path(tempfile.mkdtemp(prefix="amodal_seg_session_"))
-    params_file = _write_params(params, tmp / "params.yaml")
-    node_log_path = tmp / "node.log"
-    res = SessionResult(outputs={t: [] for t in topics}, receive_times={t: [] for t in topics})
-    saved = {k: os.environ.get(k) for k in ROS_ENV_KEYS}
-    os.environ.update({k: env[k] for k in ROS_ENV_KEYS})
-    ctx = rclpy.Context()
-    rclpy.init(context=ctx)
-    lock = threading.Lock()
-    node_proc = replay_proc = None
-    executor = None
-    running = [True]
-    with open(node_log_path, "w") as node_log:
+    res = SessionResult()
+    node = NodeProcess(params, domain_id=domain_id)
+    with Peer(domain_id=domain_id, outputs=topics, keep_messages=True) as peer:
         try:
-            rec = rclpy.create_node("amodal_seg_session_recorder", context=ctx)
-            qos = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
-
-            def store(key, msg):
-                with lock:
-                    res.outputs[key].append(msg)
-                    res.receive_times[key].append(time.monotonic())
-
-            types = {k[2:]: v for k, v in OUTPUTS.items()}
-            for t in topics:
-                rec.create_subscription(types[t], f"/amodal_seg/{t}", lambda m, t=t: store(t, m), qos)
-            rec.create_subscription(DiagnosticArray, "/diagnostics", lambda m: res.diagnostics.append(m), 10)
-            executor = SingleThreadedExecutor(context=ctx)
-            executor.add_node(rec)
-            def spin_loop():
-                while running[0] and ctx.ok():
-                    executor.spin_once(timeout_sec=0.05)
-
-            spin = threading.Thread(target=spin_loop, daemon=True)
-            spin.start()
-            log(f"starting the node (domain {domain_id}, params {params_file})")
-            node_proc = subprocess.Popen(node_command(params_file), env=env, stdout=node_log,
-                                         stderr=subprocess.STDOUT, text=True)
-            t0 = time.monotonic()
-            while rec.count_subscribers("/camera/image_raw") < 1 or rec.count_publishers("/amodal_seg/instances") < 1:
-                if node_proc.poll() is not None:
-                    raise InvalidInputError(f"the node exited ({node_proc.returncode}):\n"
-                                            f"{node_log_path.read_text()[-3000:]}")
-                if time.monotonic() - t0 > ready_timeout_s:
-                    raise InvalidInputError(f"the node did not come up within {ready_timeout_s} s:\n"
-                                            f"{node_log_path.read_text()[-3000:]}")
-                time.sleep(0.1)
-            while "active:" not in node_log_path.read_text() and time.monotonic() - t0 < ready_timeout_s:
-                time.sleep(0.1)
-            log(f"node up after {time.monotonic() - t0:.1f} s; replaying {bag} at rate {rate}")
+            log(f"starting the node (domain {domain_id}, params {node.params_file})")
+            node.start()
+            log(f"node up after {node.wait_ready(peer, ready_timeout_s):.1f} s; replaying {bag} at rate {rate}")
             t_rep = time.monotonic()
             replay_proc = subprocess.run(
                 [sys.executable, "-m", "ros2_amodal_seg.cli", "replay", str(bag), "--rate", str(rate),
                  "--wait-subscribers", "1", "--topics", "/camera/image_raw", "/camera/camera_info", "/lidar/points"],
-                env=env, capture_output=True, text=True, timeout=3600)
+                env=node.env, capture_output=True, text=True, timeout=3600)
             res.wall_s = time.monotonic() - t_rep
             res.replay_log = replay_proc.stdout + replay_proc.stderr
             if replay_proc.returncode != 0:
@@ -202,25 +126,17 @@ def run_session(bag: str | Path, params: dict, *, domain_id: int, rate: float = 
             log(f"replay done in {res.wall_s:.1f} s ({res.replay_counts}); waiting for the last outputs")
             t_end = time.monotonic()
             while time.monotonic() - t_end < max_settle_s:
-                with lock:
-                    last = max((ts[-1] for ts in res.receive_times.values() if ts), default=t_rep)
+                last = max((r[-1][0] for r in map(peer.output_stamps, topics) if r), default=t_rep)
                 if time.monotonic() - max(last, t_end) > settle_s:
                     break
                 time.sleep(0.1)
         finally:
-            if node_proc is not None:
-                _stop(node_proc)
-            running[0] = False
-            time.sleep(0.1)
-            if executor is not None:
-                executor.shutdown(timeout_sec=2)
-            rclpy.try_shutdown(context=ctx)
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
-    res.node_log = node_log_path.read_text()
+            node.stop()
+        with peer.lock:
+            res.outputs = {k: list(v) for k, v in peer.messages.items()}
+            res.receive_times = {k: [t for t, _ in v] for k, v in peer.received.items()}
+            res.diagnostics = list(peer.diagnostics)
+    res.node_log = node.log_text()
     return res
 
 
@@ -295,7 +211,7 @@ def occupancy_object_recall(occ_msgs: list, annotations_json: str | Path, stamps
 
 
 def latency_from_diagnostics(diags: list) -> dict[str, dict[str, float]]:
-    """The node's last reported per-stage latency ``{stage: {"p50", "p95", "n"}}`` [ms]."""
+    """The node's last reported per-stage latency ``{stage: {"p50", "p95", "max", "n"}}`` [ms]."""
     from ros2_amodal_seg.ros.diagnostics import diagnostics_to_dict
 
     for m in reversed(diags):

@@ -78,11 +78,13 @@ PARAMS: tuple[ParamSpec, ...] = (
               read_only=True, runtime=False),
     ParamSpec("qos_depth", 5, "history depth of the input subscriptions", range=(1, 100), read_only=True,
               runtime=False),
+    ParamSpec("max_cloud_points", 1_000_000, "a PointCloud2 with more points (width x height) is refused and "
+              "counted (cloud_too_large); bounds the node's memory", range=(1000, 100_000_000)),
     ParamSpec("input_timeout_s", 3.0, "warn when an input topic is silent this long [s]", range=(0.1, 3600.0)),
     # --- synchronisation ---
     ParamSpec("sync_tolerance_s", 0.05, "pair an image with the nearest cloud within this stamp difference [s]",
               range=(0.0, 1.0)),
-    ParamSpec("sync_cloud_wait_s", 0.2, "wall time an image waits for a cloud stamped after it [s]",
+    ParamSpec("sync_cloud_wait_s", 0.2, "longest wall time an image waits for its cloud, from its own arrival [s]",
               range=(0.0, 5.0)),
     ParamSpec("sync_max_frame_age_s", 2.0, "drop a pending image older than this (wall time) [s]",
               range=(0.05, 600.0)),

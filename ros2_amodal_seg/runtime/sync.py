@@ -2,35 +2,54 @@
 exact-time filter.
 
 * Clouds go into a short cache (newest ``cloud_cache_size``), ordered by stamp.
-* Images go into a single "pending" slot: a newer image replaces an unprocessed one
-  (the replaced frame is counted as a ``superseded`` drop; one pending when the node is
-  deactivated counts as ``inactive``). The worker therefore
-  always processes the newest frame and the callbacks never block.
-* A pending image becomes *ready* once its nearest cloud is decided: a cloud stamped
-  at or after the image has arrived, or ``cloud_wait_s`` of wall time has passed.
-  It is then paired with the nearest cached cloud within ``tolerance_s``, or with
-  none (2-D only).
-* A pending image older than ``max_frame_age_s`` (wall time since it arrived) is
-  dropped as ``stale``.
+* Images go into a short queue of *pending* frames, in arrival order. Each pending image
+  has its own deadline: its arrival time plus ``cloud_wait_s``. Newer images never reset
+  an older image's wait, so a fast camera cannot starve the worker.
+* A pending image is *ready* once its nearest cloud is decided, or its deadline passed.
+  The nearest cloud is decided when no cloud still to come can be nearer:
+
+  - a cloud stamped at or after the image is cached (clouds arrive in stamp order), or
+  - the LiDAR period is known (median of the last cloud intervals) and the next cloud,
+    expected at least half a period after the newest one, would be farther from the
+    image than the best cached cloud, or beyond ``tolerance_s``, or
+  - no cloud has arrived for ``max(1 s, 5 periods)``: there is no LiDAR stream to wait for.
+
+  This rule looks at stamps only, so the pairing does not depend on which callback runs
+  first, nor on the sign of the LiDAR-camera stamp offset.
+* The worker takes the *newest ready* image; every older pending image is then dropped
+  as ``superseded``. Images are paired with the nearest cached cloud within ``tolerance_s``,
+  or with none (2-D only).
+* A pending image older than ``max_frame_age_s`` (wall time since it arrived) is dropped
+  as ``stale``; beyond ``max_pending`` queued images the oldest is ``superseded``.
+  One pending when the node is deactivated counts as ``inactive``.
 * A stamp that jumps backwards by more than ``time_jump_s`` on any input (a bag
   restarting, a simulator reset) clears the caches (counted as ``time_jump``).
 
-Payloads are opaque (the node stores raw messages and converts them in the worker).
-Every method takes an optional ``now`` (monotonic seconds) so tests control time.
+Every image given to :meth:`FrameSync.add_image` therefore ends in exactly one of:
+paired, unpaired (2-D) or one drop reason. Payloads are opaque (the node stores
+validated messages and converts them in the worker). Every method takes an optional
+``now`` (monotonic seconds) so tests drive it on simulated time.
 """
 from __future__ import annotations
 
 import threading
 import time
 from bisect import insort
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 from ros2_amodal_seg.errors import ConfigError
 
 #: drop reasons counted by :class:`FrameSync`.
 DROP_REASONS: tuple[str, ...] = ("superseded", "stale", "time_jump", "inactive")
+
+#: cloud intervals kept to estimate the LiDAR period.
+_PERIOD_SAMPLES = 8
+#: without a cloud for this long (or 5 LiDAR periods, whichever is longer) images stop waiting [s].
+_CLOUD_ABSENT_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -39,11 +58,13 @@ class SyncConfig:
 
     Attributes:
         tolerance_s: largest ``|t_image - t_cloud|`` that still pairs [s].
-        cloud_wait_s: wall time a pending image waits for a cloud stamped after it [s].
+        cloud_wait_s: longest wall time an image waits for its cloud, from its own arrival [s].
         max_frame_age_s: a pending image older than this (wall time since arrival) is dropped [s].
         cloud_cache_size: clouds kept (newest first).
         time_jump_s: a stamp this much older than the previous one on the same input
             resets the caches [s].
+        max_pending: images queued while they wait for their cloud (the oldest beyond
+            this is superseded).
     """
 
     tolerance_s: float = 0.05
@@ -51,6 +72,7 @@ class SyncConfig:
     max_frame_age_s: float = 2.0
     cloud_cache_size: int = 10
     time_jump_s: float = 0.5
+    max_pending: int = 64
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.tolerance_s <= 10.0:
@@ -63,6 +85,8 @@ class SyncConfig:
             raise ConfigError(f"cloud_cache_size must be in 1..1000, got {self.cloud_cache_size}")
         if not self.time_jump_s > 0.0:
             raise ConfigError(f"time_jump_s must be > 0, got {self.time_jump_s}")
+        if not 1 <= self.max_pending <= 10000:
+            raise ConfigError(f"max_pending must be in 1..10000, got {self.max_pending}")
 
 
 @dataclass
@@ -86,6 +110,13 @@ class ReadyFrame:
     camera_info: Any
 
 
+@dataclass
+class _Pending:
+    stamp_ns: int
+    payload: Any
+    receive_time: float       # monotonic [s]
+
+
 class FrameSync:
     """Thread-safe latest-message cache (see the module docstring).
 
@@ -98,9 +129,12 @@ class FrameSync:
         self._cond = threading.Condition()
         self._clouds: list[tuple[int, int, Any]] = []   # (stamp_ns, seq, payload), sorted by stamp
         self._seq = 0
-        self._pending: tuple[int, Any, float] | None = None  # (stamp_ns, payload, receive_time)
+        self._pending: deque[_Pending] = deque()         # arrival order
         self._info: Any = None
         self._last_stamp: dict[str, int] = {}
+        self._cloud_dts: deque[int] = deque(maxlen=_PERIOD_SAMPLES)   # recent cloud intervals [ns]
+        self._last_cloud_rx: float | None = None         # monotonic arrival of the newest cloud [s]
+        self._since: float | None = None                 # first input after start / reset [s]
         self.drops: Counter = Counter({r: 0 for r in DROP_REASONS})
         self.resets = 0
         self.paired = 0
@@ -116,46 +150,64 @@ class FrameSync:
             self._cfg = config
             while len(self._clouds) > config.cloud_cache_size:
                 self._clouds.pop(0)
+            self._trim_pending()
             self._cond.notify_all()
 
     # ------------------------------------------------------------------ input
+    def _clear(self, reason: str) -> None:
+        """Forget every cached message; pending images count as drops for ``reason``."""
+        self.drops[reason] += len(self._pending)
+        self._pending.clear()
+        self._clouds.clear()
+        self._last_stamp.clear()
+        self._cloud_dts.clear()
+        self._last_cloud_rx = None
+        self._since = None
+        self.resets += 1
+
     def _check_jump(self, topic: str, stamp_ns: int) -> bool:
         """Reset everything when ``topic`` jumps backwards; returns True on a reset."""
         last = self._last_stamp.get(topic)
         if last is not None and stamp_ns < last - int(self._cfg.time_jump_s * 1e9):
-            if self._pending is not None:
-                self.drops["time_jump"] += 1
-            self._pending = None
-            self._clouds.clear()
-            self._last_stamp.clear()
-            self.resets += 1
+            self._clear("time_jump")
             self._last_stamp[topic] = stamp_ns
             return True
         self._last_stamp[topic] = max(stamp_ns, last) if last is not None else stamp_ns
         return False
 
+    def _trim_pending(self) -> None:
+        while len(self._pending) > self._cfg.max_pending:
+            self._pending.popleft()
+            self.drops["superseded"] += 1
+
     def add_cloud(self, stamp_ns: int, payload: Any, now: float | None = None) -> bool:
         """Cache a cloud stamped ``stamp_ns`` [ns]; returns True when it reset the caches."""
+        now = time.monotonic() if now is None else now
         stamp_ns = int(stamp_ns)
         with self._cond:
             reset = self._check_jump("cloud", stamp_ns)
+            if self._since is None:
+                self._since = now
+            if self._clouds and stamp_ns > self._clouds[-1][0]:
+                self._cloud_dts.append(stamp_ns - self._clouds[-1][0])
             self._seq += 1
             insort(self._clouds, (stamp_ns, self._seq, payload), key=lambda c: (c[0], c[1]))
             while len(self._clouds) > self._cfg.cloud_cache_size:
                 self._clouds.pop(0)
+            self._last_cloud_rx = now
             self._cond.notify_all()
             return reset
 
     def add_image(self, stamp_ns: int, payload: Any, now: float | None = None) -> bool:
-        """Make an image the pending frame (replacing, and counting, an unprocessed one);
-        returns True when it reset the caches."""
+        """Queue an image as a pending frame; returns True when it reset the caches."""
         now = time.monotonic() if now is None else now
         stamp_ns = int(stamp_ns)
         with self._cond:
             reset = self._check_jump("image", stamp_ns)
-            if self._pending is not None:
-                self.drops["superseded"] += 1
-            self._pending = (stamp_ns, payload, now)
+            if self._since is None:
+                self._since = now
+            self._pending.append(_Pending(stamp_ns, payload, now))
+            self._trim_pending()
             self._cond.notify_all()
             return reset
 
@@ -167,17 +219,21 @@ class FrameSync:
             return reset
 
     def reset(self, reason: str = "time_jump") -> None:
-        """Forget every cached message (a pending image is counted as a drop for ``reason``)."""
+        """Forget every cached message (pending images are counted as drops for ``reason``)."""
         with self._cond:
-            if self._pending is not None:
-                self.drops[reason] += 1
-            self._pending = None
-            self._clouds.clear()
-            self._last_stamp.clear()
-            self.resets += 1
+            self._clear(reason)
             self._cond.notify_all()
 
     # ------------------------------------------------------------------ output
+    @property
+    def cloud_period_ns(self) -> int | None:
+        """Median interval of the recent clouds [ns], None before two clouds."""
+        with self._cond:
+            return self._period_ns()
+
+    def _period_ns(self) -> int | None:
+        return int(np.median(self._cloud_dts)) if self._cloud_dts else None
+
     def _nearest_cloud(self, stamp_ns: int) -> tuple[int, Any] | None:
         tol = int(self._cfg.tolerance_s * 1e9)
         best = None
@@ -187,27 +243,54 @@ class FrameSync:
                 best = (d, s, p)
         return None if best is None else (best[1], best[2])
 
+    def _decided(self, stamp_ns: int, now: float) -> bool:
+        """True when no cloud still to come can pair with an image stamped ``stamp_ns`` better."""
+        period = self._period_ns()
+        absent_s = max(_CLOUD_ABSENT_S, 5e-9 * period) if period else _CLOUD_ABSENT_S
+        last_rx = self._last_cloud_rx if self._last_cloud_rx is not None else self._since
+        if last_rx is None or now - last_rx >= absent_s:
+            return True                                   # no LiDAR stream to wait for
+        if not self._clouds:
+            return False
+        newest = self._clouds[-1][0]
+        if newest >= stamp_ns:
+            return True
+        if period is None:
+            return False
+        next_gap = newest + period // 2 - stamp_ns        # earliest next cloud minus the image [ns]
+        if next_gap > int(self._cfg.tolerance_s * 1e9):
+            return True
+        near = self._nearest_cloud(stamp_ns)
+        return near is not None and abs(near[0] - stamp_ns) <= next_gap
+
     def _poll(self, now: float) -> tuple[ReadyFrame | None, float | None]:
-        """(ready frame or None, seconds until the pending frame may become ready)."""
-        if self._pending is None:
-            return None, None
-        stamp, payload, t_rx = self._pending
-        age = now - t_rx
-        if age > self._cfg.max_frame_age_s:
-            self._pending = None
+        """(ready frame or None, seconds until the oldest pending frame's wait ends)."""
+        while self._pending and now - self._pending[0].receive_time > self._cfg.max_frame_age_s:
+            self._pending.popleft()
             self.drops["stale"] += 1
+        if not self._pending:
             return None, None
-        newest_cloud = self._clouds[-1][0] if self._clouds else None
-        decided = newest_cloud is not None and newest_cloud >= stamp
-        if not decided and age < self._cfg.cloud_wait_s:
-            return None, self._cfg.cloud_wait_s - age
-        self._pending = None
-        near = self._nearest_cloud(stamp)
+        pick = None
+        for k in range(len(self._pending) - 1, -1, -1):   # the newest ready frame
+            p = self._pending[k]
+            if now - p.receive_time >= self._cfg.cloud_wait_s or self._decided(p.stamp_ns, now):
+                pick = k
+                break
+        if pick is None:
+            oldest = self._pending[0].receive_time
+            return None, max(0.0, min(oldest + self._cfg.cloud_wait_s,
+                                      oldest + self._cfg.max_frame_age_s) - now) + 1e-4
+        for _ in range(pick):
+            self._pending.popleft()
+            self.drops["superseded"] += 1
+        p = self._pending.popleft()
+        near = self._nearest_cloud(p.stamp_ns)
         if near is None:
             self.unpaired += 1
-            return ReadyFrame(stamp, payload, t_rx, None, None, 0, self._info), None
+            return ReadyFrame(p.stamp_ns, p.payload, p.receive_time, None, None, 0, self._info), None
         self.paired += 1
-        return ReadyFrame(stamp, payload, t_rx, near[0], near[1], near[0] - stamp, self._info), None
+        return ReadyFrame(p.stamp_ns, p.payload, p.receive_time, near[0], near[1], near[0] - p.stamp_ns,
+                          self._info), None
 
     def poll(self, now: float | None = None) -> ReadyFrame | None:
         """The ready frame, if any, without blocking (drops it from the cache)."""
@@ -236,7 +319,12 @@ class FrameSync:
     @property
     def has_pending(self) -> bool:
         with self._cond:
-            return self._pending is not None
+            return bool(self._pending)
+
+    @property
+    def num_pending(self) -> int:
+        with self._cond:
+            return len(self._pending)
 
     @property
     def num_clouds(self) -> int:

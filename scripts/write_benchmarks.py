@@ -1,0 +1,105 @@
+#!/usr/bin/env python3
+"""Write docs/benchmarks.md from the benchmark records in docs/benchmarks/*.json.
+
+Each record is what a benchmark script stored with ``--record NAME`` (figures, date, commit,
+machine, command). Never edit docs/benchmarks.md by hand: re-run the benchmark with
+``--record`` and then this script.
+
+    .venv/bin/python scripts/write_benchmarks.py            # writes docs/benchmarks.md
+    .venv/bin/python scripts/write_benchmarks.py --check    # exit 1 if the file is out of date
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ros2_amodal_seg.benchmarks import REPO, load_records
+
+OUT = REPO / "docs" / "benchmarks.md"
+
+
+def _provenance(rec: dict) -> str:
+    return f"{rec['date']}, commit `{rec['commit']}`, {rec['machine']}"
+
+
+def _fuzz(recs: list[dict]) -> list[str]:
+    out = ["## Malformed input (`scripts/fuzz_node.py`)", "",
+           "The node as its own process over loopback DDS; valid frames interleaved with malformed messages "
+           "of every kind in `ros2_amodal_seg/ros/malformed.py`. Targets: 0 crashes, 0 processing errors, "
+           ">= 99 % of received malformed messages counted by kind, every valid frame answered; one 2 M-point "
+           "cloud: resident-memory peak < +100 MB, counted.", "",
+           "| malformed sent / received / counted by kind | valid frames answered | processing errors | crashes "
+           "| 2 M-point cloud: peak memory | s per frame |", "|---|---|---|---|---|---|"]
+    for rec in recs:
+        r = rec["result"]
+        m = r.get("huge_cloud_memory") or {}
+        mem = f"+{m['peak_increase_mb']:.0f} MB over {m['rss_before_mb']:.0f} MB" if m else "not sent"
+        out.append(f"| {r['malformed_sent']} / {r['malformed_received']} / {r['malformed_counted']} "
+                   f"({100 * r['counted_share']:.2f} %) | {r['valid_answered']} / {r['valid_frames']} "
+                   f"| {r['processing_errors']} | {r['crashes']} | {mem} | {r['seconds_per_frame']:.2f} |")
+    for rec in recs:
+        r = rec["result"]
+        out += ["", f"`{rec['command']}` ({_provenance(rec)}; {r['width']}x{r['height']} frames, checkpoint "
+                    f"{r['checkpoint']}). Per counter, sent / counted:", ""]
+        out.append(", ".join(f"{k} {v['sent']}/{v['counted']}" for k, v in r["per_counter"].items()) + ".")
+    return out
+
+
+def _soak(recs: list[dict]) -> list[str]:
+    out = ["## Soak at 30 / 10 Hz (`scripts/soak_node.py`)", "",
+           "Camera 30 Hz, LiDAR 10 Hz, the clouds stamped either side of their image; halfway, every stamp "
+           "jumps back (a bag loop); SIGINT at the end. Targets: no output gap > 1 s; output rate >= 90 % of the "
+           "closed-loop rate; RSS growth after the first minute < 20 MB; output again within 1 s of a bag loop.",
+           "", "| minutes | cloud offset | image | output rate / closed loop | largest gap (stamps) | after the loop "
+           "| RSS growth after 1 min | exit after SIGINT |", "|---|---|---|---|---|---|---|---|"]
+    for rec in recs:
+        r = rec["result"]
+        loop = f"{r['loop_recovery_s']:.2f} s" if r.get("loop_recovery_s") is not None else "no loop"
+        out.append(f"| {r['minutes']:g} | {r['offset_ms']:+g} ms | {r['image']} | {r['open_loop_hz']:.2f} / "
+                   f"{r['closed_loop_hz']:.2f} Hz ({100 * r['rate_ratio']:.0f} %) | {r['max_gap_s']:.2f} s | {loop} "
+                   f"| {r['rss_growth_after_first_minute_mb']:.1f} MB | {r['sigint_exit_code']} "
+                   f"({r['sigint_exit_s']:.1f} s) |")
+    out.append("")
+    out += [f"- `{rec['command']}` ({_provenance(rec)}; checkpoint {rec['result']['checkpoint']})" for rec in recs]
+    return out
+
+
+#: record-name prefix -> section writer, in page order.
+SECTIONS = (("fuzz", _fuzz), ("soak", _soak))
+
+
+def render(records: dict[str, dict]) -> str:
+    lines = ["# Benchmarks", "",
+             "Written by `scripts/write_benchmarks.py` from the records in `docs/benchmarks/*.json`; do not edit "
+             "by hand. Each row says when, on which commit and machine, and with which command it was measured.",
+             ""]
+    used = set()
+    for prefix, writer in SECTIONS:
+        recs = [r for n, r in records.items() if n.startswith(prefix)]
+        if recs:
+            lines += writer(recs) + [""]
+            used |= {r["name"] for r in recs}
+    rest = sorted(set(records) - used)
+    if rest:
+        lines += ["## Other records", ""] + [f"- `{n}`: `{records[n]['command']}` ({_provenance(records[n])})"
+                                             for n in rest] + [""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--check", action="store_true", help="exit 1 when docs/benchmarks.md is not what the records give")
+    args = ap.parse_args(argv)
+    text = render(load_records())
+    if args.check:
+        same = OUT.exists() and OUT.read_text() == text
+        print("docs/benchmarks.md is up to date" if same else "docs/benchmarks.md is out of date")
+        return 0 if same else 1
+    OUT.write_text(text)
+    print(f"wrote {OUT}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
