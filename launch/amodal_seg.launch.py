@@ -43,6 +43,9 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument("camera_info", default_value="/camera/camera_info",
                               description="input sensor_msgs/CameraInfo topic"),
         DeclareLaunchArgument("points", default_value="/lidar/points", description="input sensor_msgs/PointCloud2 topic"),
+        DeclareLaunchArgument("depth", default_value="/camera/depth/image_raw",
+                              description="input depth sensor_msgs/Image aligned to the colour camera (16UC1 mm or "
+                                          "32FC1 m), used with the parameter geometry_source: depth"),
         DeclareLaunchArgument("use_sim_time", default_value="false", description="use /clock (bag replay with --clock)"),
         DeclareLaunchArgument("autostart", default_value="true",
                               description="configure + activate the lifecycle node on start"),
@@ -70,6 +73,7 @@ def generate_launch_description() -> LaunchDescription:
             ("/camera/image_raw/compressed", [LaunchConfiguration("image"), "/compressed"]),
             ("/camera/camera_info", LaunchConfiguration("camera_info")),
             ("/lidar/points", LaunchConfiguration("points")),
+            ("/camera/depth/image_raw", LaunchConfiguration("depth")),
         ],
     )
 

@@ -20,7 +20,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "ros2_amodal_seg.world.assets_cli",  # assets
     "ros2_amodal_seg.model.cli",      # train, predict, evaluate, export, bench
     "ros2_amodal_seg.fusion.cli",     # fusion-bench, fusion-eval
-    "ros2_amodal_seg.ros.bag_cli",    # replay, record, node-bench
+    "ros2_amodal_seg.ros.bag_cli",    # replay, record
+    "ros2_amodal_seg.ros.doctor_cli",  # doctor
 )
 
 

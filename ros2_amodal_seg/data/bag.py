@@ -6,6 +6,10 @@ names and definitions:
 * ``/camera/image_raw``   ``sensor_msgs/msg/Image`` (rgb8, frame ``camera_optical_frame``)
 * ``/camera/camera_info`` ``sensor_msgs/msg/CameraInfo`` (plumb_bob, K, R, P)
 * ``/lidar/points``       ``sensor_msgs/msg/PointCloud2`` (x y z intensity float32, frame ``lidar``)
+* ``/camera/depth/image_raw`` ``sensor_msgs/msg/Image`` (optional, ``--depth``): depth aligned to the
+  colour camera (REP 118: ``16UC1`` millimetres or ``32FC1`` metres, 0 / NaN = no return), stamped
+  and framed like the colour image, from the renderer's exact depth with a depth camera's errors
+  (:mod:`ros2_amodal_seg.world.depth_camera`)
 * ``/tf_static``          ``tf2_msgs/msg/TFMessage`` (base_link -> camera_optical_frame -> lidar)
 
 Offered QoS profiles are stored in the metadata: best-effort / volatile for the
@@ -25,6 +29,7 @@ from ros2_amodal_seg.transforms import rotation_to_quaternion
 TOPIC_IMAGE = "/camera/image_raw"
 TOPIC_INFO = "/camera/camera_info"
 TOPIC_POINTS = "/lidar/points"
+TOPIC_DEPTH = "/camera/depth/image_raw"
 TOPIC_TF_STATIC = "/tf_static"
 FRAME_BASE = "base_link"
 FRAME_CAMERA = "camera_optical_frame"
@@ -117,6 +122,25 @@ class MessageFactory:
             header=self.header(stamp_ns, frame_id), height=H, width=W, encoding="rgb8", is_bigendian=0,
             step=3 * W, data=np.ascontiguousarray(rgb).reshape(-1).view(np.uint8).copy())
 
+    def depth_image(self, depth_mm: np.ndarray, stamp_ns: int, frame_id: str = FRAME_CAMERA,
+                    encoding: str = "16UC1"):
+        """``depth_mm``: ``[H, W]`` uint16 depth [mm] (0 = no return) -> sensor_msgs/Image ``16UC1``, or
+        ``32FC1`` in metres with NaN for no return (REP 118)."""
+        if depth_mm.ndim != 2 or depth_mm.dtype != np.uint16:
+            raise InvalidInputError(f"depth must be [H, W] uint16 millimetres, got {depth_mm.shape} {depth_mm.dtype}")
+        if encoding == "16UC1":
+            arr = np.ascontiguousarray(depth_mm, dtype="<u2")
+        elif encoding == "32FC1":
+            from ros2_amodal_seg.world.depth_camera import depth_image_m
+
+            arr = np.ascontiguousarray(depth_image_m(depth_mm), dtype="<f4")
+        else:
+            raise InvalidInputError(f"depth encoding must be 16UC1 or 32FC1, got {encoding!r}")
+        H, W = arr.shape
+        return self.T["sensor_msgs/msg/Image"](
+            header=self.header(stamp_ns, frame_id), height=H, width=W, encoding=encoding, is_bigendian=0,
+            step=arr.itemsize * W, data=arr.reshape(-1).view(np.uint8).copy())
+
     def camera_info(self, K: np.ndarray, width: int, height: int, stamp_ns: int, frame_id: str = FRAME_CAMERA):
         """``K``: ``[3, 3]`` float64 intrinsics [px] -> sensor_msgs/CameraInfo (plumb_bob, zero D)."""
         K = np.asarray(K, dtype=np.float64)
@@ -164,10 +188,15 @@ class SensorBagWriter:
     """Writes a camera + LiDAR + /tf_static rosbag2 (mcap or sqlite3) with rosbags.
 
     Use as a context manager; the bag folder must not exist yet.
+
+    Args:
+        depth: also write ``/camera/depth/image_raw`` (``write_frame``'s ``depth_mm``), in
+            ``depth_encoding`` (``16UC1`` or ``32FC1``).
     """
 
     def __init__(self, path: str | Path, *, storage: str = "mcap",
-                 timing: BagTimingConfig = BagTimingConfig()) -> None:
+                 timing: BagTimingConfig = BagTimingConfig(), depth: bool = False,
+                 depth_encoding: str = "16UC1") -> None:
         from rosbags.rosbag2 import StoragePlugin, Writer, WriterError
 
         if storage not in ("mcap", "sqlite3"):
@@ -193,8 +222,13 @@ class SensorBagWriter:
                                              offered_qos_profiles=[sq])
         self.c_pts = self._w.add_connection(TOPIC_POINTS, "sensor_msgs/msg/PointCloud2", typestore=ts,
                                             offered_qos_profiles=[sq])
+        self.depth_encoding = depth_encoding
+        self.c_depth = (self._w.add_connection(TOPIC_DEPTH, "sensor_msgs/msg/Image", typestore=ts,
+                                               offered_qos_profiles=[sq]) if depth else None)
         self._tf_written = False
         self.counts = {TOPIC_TF_STATIC: 0, TOPIC_IMAGE: 0, TOPIC_INFO: 0, TOPIC_POINTS: 0}
+        if depth:
+            self.counts[TOPIC_DEPTH] = 0
 
     def __enter__(self) -> "SensorBagWriter":
         return self
@@ -212,8 +246,10 @@ class SensorBagWriter:
                     self.fac.tf_static(T_base_camera, T_camera_lidar, stamp_ns), "tf2_msgs/msg/TFMessage")
         self._tf_written = True
 
-    def write_frame(self, frame, cam_stamp_ns: int, lidar_stamp_ns: int | None) -> None:
-        """One image + camera_info at ``cam_stamp_ns`` and (if given) its sweep at ``lidar_stamp_ns``."""
+    def write_frame(self, frame, cam_stamp_ns: int, lidar_stamp_ns: int | None,
+                    depth_mm: np.ndarray | None = None) -> None:
+        """One image + camera_info at ``cam_stamp_ns``, (if given) its sweep at ``lidar_stamp_ns`` and
+        (if given, ``[H, W]`` uint16 [mm]) its depth image, stamped like the image (aligned depth)."""
         if not self._tf_written:
             self.write_tf_static(frame.T_base_camera, frame.T_camera_lidar, cam_stamp_ns - 10_000_000)
         H, W = frame.rgb.shape[:2]
@@ -222,6 +258,12 @@ class SensorBagWriter:
                     "sensor_msgs/msg/Image")
         self._write(self.c_info, TOPIC_INFO, t_recv, self.fac.camera_info(frame.K, W, H, cam_stamp_ns),
                     "sensor_msgs/msg/CameraInfo")
+        if depth_mm is not None:
+            if self.c_depth is None:
+                raise InvalidInputError("this bag was opened without depth=True")
+            self._write(self.c_depth, TOPIC_DEPTH, t_recv,
+                        self.fac.depth_image(depth_mm, cam_stamp_ns, encoding=self.depth_encoding),
+                        "sensor_msgs/msg/Image")
         if lidar_stamp_ns is not None:
             self._write(self.c_pts, TOPIC_POINTS, lidar_stamp_ns + self.timing.lidar_latency_ns,
                         self.fac.pointcloud(frame.lidar_points, lidar_stamp_ns), "sensor_msgs/msg/PointCloud2")

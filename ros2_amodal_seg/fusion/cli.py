@@ -33,9 +33,13 @@ def _load_config(args: argparse.Namespace):
         except (OSError, yaml.YAMLError) as exc:
             raise ConfigError(f"cannot read fusion config {args.config}: {exc}") from exc
         # the file's top level holds the street settings; apply its preset block when it has one
+        # (with --source depth the family's depth block, e.g. tabletop_depth, when there is one)
         fam = _family(args.preset)
+        source = getattr(args, "source", "lidar")
+        if source == "depth" and f"{fam}_depth" in presets:
+            fam = f"{fam}_depth"
         return FusionConfig.from_yaml(args.config, preset=fam if fam in presets else None)
-    return FusionConfig.for_preset(_family(args.preset))
+    return FusionConfig.for_preset(_family(args.preset), source=getattr(args, "source", "lidar"))
 
 
 def _family(preset: str) -> str:
@@ -133,9 +137,12 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
     from ros2_amodal_seg.fusion.evaluate import evaluate, format_summary
 
+    from ros2_amodal_seg.fusion.depth import DepthConfig
+
     cfg = _load_config(args)
+    depth = DepthConfig(stride=args.depth_stride)
     summary = evaluate(args.preset, args.seeds, config=cfg, min_hits=args.min_hits, width=args.width,
-                       height=args.height, progress=True)
+                       height=args.height, progress=True, source=args.source, depth=depth)
     print(format_summary(summary))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
@@ -143,16 +150,14 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         print(f"wrote {args.json}")
     if args.png:
         from ros2_amodal_seg.fusion.bev import render_bev_png
-        from ros2_amodal_seg.fusion.evaluate import run_on_frame
+        import cv2
+
+        from ros2_amodal_seg.fusion.evaluate import render_overview, run_on_frame, sensor_input
         from ros2_amodal_seg.fusion.pipeline import FusionPipeline
         from ros2_amodal_seg.world import render_frame
 
-        import cv2
-
-        from ros2_amodal_seg.fusion.evaluate import render_overview
-
         frame = render_frame(args.preset, args.seeds[0], args.width, args.height)
-        res, _ = run_on_frame(FusionPipeline(config=cfg), frame)
+        res, _ = run_on_frame(FusionPipeline(config=cfg), frame, sensor_input(frame, args.source, depth))
         print(f"wrote {render_bev_png(res.bev, args.png)} (seed {args.seeds[0]})")
         over = Path(args.png).with_name(Path(args.png).stem + "_overview.png")
         cv2.imwrite(str(over), cv2.cvtColor(render_overview(frame, res), cv2.COLOR_RGB2BGR))
@@ -190,7 +195,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     e.add_argument("--preset", required=True, choices=["shapes-street", "shapes-tabletop", "street", "tabletop"],
                    help="world preset (its family picks the built-in fusion settings)")
     e.add_argument("--seeds", type=_seeds, default="0:20", help="seed range A:B (B exclusive) or comma list")
-    e.add_argument("--min-hits", type=int, default=20, help="LiDAR hits an object needs for the centroid error")
+    e.add_argument("--min-hits", type=int, default=20,
+                   help="LiDAR hits (depth returns) an object needs for the centroid error")
+    e.add_argument("--source", choices=["lidar", "depth"], default="lidar",
+                   help="3-D source: the simulated LiDAR, or a simulated depth camera aligned to the colour camera "
+                        "(the renderer's depth with noise, missing returns on edges and dark surfaces, 1 mm steps; "
+                        "ros2_amodal_seg/world/depth_camera.py) back-projected with K, fused with the preset's "
+                        "depth settings (config/fusion.yaml <family>_depth)")
+    e.add_argument("--depth-stride", type=int, default=2, help="--source depth: use every N-th pixel [px]")
     e.add_argument("--json", default=None, help="also write the summary as JSON here")
     e.add_argument("--png", default=None, help="write the BEV of the first seed as a PNG here (and an "
                                                "<name>_overview.png: camera view | BEV with GT footprints)")

@@ -11,6 +11,15 @@ so the numbers measure the geometry, not the segmentation model:
 * centroid: ``|estimate - Frame.centers_base| / range`` for annotated objects with
   >= ``min_hits`` LiDAR hits (range = distance from the LiDAR to the true centre);
   also for the plain mean of the clean points (surface centroid).
+
+``source="depth"`` replaces the LiDAR by a simulated depth camera aligned to the colour
+camera (:func:`~ros2_amodal_seg.world.depth_camera.simulate_depth`: the renderer's exact depth
+with noise, missing returns and 1 mm steps), back-projected with
+:func:`~ros2_amodal_seg.fusion.depth.depth_to_points` into camera-frame points and fused with
+``T_camera_lidar = identity`` and the depth variant of the fusion settings
+(:meth:`~ros2_amodal_seg.fusion.pipeline.FusionConfig.for_source`), as the node does with
+``geometry_source: depth``. Hits are then the object's pixels with a depth return (after the
+stride), and the range is measured from the camera.
 * BEV: cells of the union of the GT footprints of the annotated objects (those
   given to the fusion; cells of objects without annotation -- hidden or tiny in the
   image -- are left out) vs predicted occupancy (LiDAR hits only: "visible") and
@@ -21,13 +30,16 @@ so the numbers measure the geometry, not the segmentation model:
 """
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from ros2_amodal_seg.errors import ConfigError
+from ros2_amodal_seg.fusion.depth import DepthConfig, depth_pixel_ids, depth_to_points
 from ros2_amodal_seg.fusion.pipeline import FusionConfig, FusionPipeline, FusionResult
 from ros2_amodal_seg.types import Instances2D
+from ros2_amodal_seg.world.depth_camera import DepthNoiseConfig, simulate_depth
 
 
 def instances_from_frame(frame: Any) -> tuple[Instances2D, list[int]]:
@@ -47,10 +59,44 @@ def instances_from_frame(frame: Any) -> tuple[Instances2D, list[int]]:
     return inst, [int(a.id) for a in anns]
 
 
-def run_on_frame(pipeline: FusionPipeline, frame: Any) -> tuple[FusionResult, list[int]]:
-    """Run the pipeline on a world frame with its GT masks."""
+@dataclass(frozen=True)
+class SensorInput:
+    """The 3-D input of one frame as the fusion gets it.
+
+    Attributes:
+        points: ``[P, 4]`` float32 x y z [m] intensity in the sensor frame.
+        point_ids: ``[P]`` int world instance id of each point (0 = background).
+        T_camera_sensor: ``[4, 4]`` float64, ``p_camera = T @ p_sensor``.
+        origin_base: ``[3]`` float64 sensor position in base_link [m].
+    """
+
+    points: np.ndarray
+    point_ids: np.ndarray
+    T_camera_sensor: np.ndarray
+    origin_base: np.ndarray
+
+
+def sensor_input(frame: Any, source: str = "lidar", depth: DepthConfig = DepthConfig(),
+                 noise: DepthNoiseConfig = DepthNoiseConfig()) -> SensorInput:
+    """The frame's LiDAR sweep, or its simulated depth image back-projected (``source="depth"``)."""
+    if source == "lidar":
+        return SensorInput(frame.lidar_points, np.asarray(frame.lidar_ids), frame.T_camera_lidar,
+                           frame.T_base_lidar[:3, 3])
+    if source != "depth":
+        raise ConfigError(f"source must be lidar or depth, got {source!r}")
+    z = simulate_depth(frame.depth, frame.rgb, int(frame.seed), noise).astype(np.float32) / np.float32(1000.0)
+    kw = {"min_depth_m": depth.min_depth_m, "max_depth_m": depth.max_depth_m}
+    pts = depth_to_points(z, frame.K, depth.stride, frame.D, **kw)
+    ids = depth_pixel_ids(z, frame.visible_ids, depth.stride, **kw)
+    return SensorInput(pts, ids, np.eye(4), frame.T_base_camera[:3, 3])
+
+
+def run_on_frame(pipeline: FusionPipeline, frame: Any, sensor: SensorInput | None = None
+                 ) -> tuple[FusionResult, list[int]]:
+    """Run the pipeline on a world frame with its GT masks (and its LiDAR, or ``sensor``)."""
     inst, ids = instances_from_frame(frame)
-    res = pipeline.run(inst, frame.lidar_points, frame.K, frame.D, frame.T_camera_lidar, frame.T_base_camera)
+    sensor = sensor or sensor_input(frame)
+    res = pipeline.run(inst, sensor.points, frame.K, frame.D, sensor.T_camera_sensor, frame.T_base_camera)
     return res, ids
 
 
@@ -82,10 +128,11 @@ def _order_stats(frame: Any, res: FusionResult, ids: list[int]) -> dict[str, int
     return {"order_correct": correct, "order_pairs": total, "order_mutual": mutual, "order_from_edge": from_edge}
 
 
-def _centroid_stats(frame: Any, res: FusionResult, ids: list[int], min_hits: int) -> dict[str, list]:
+def _centroid_stats(frame: Any, res: FusionResult, ids: list[int], min_hits: int, sensor: SensorInput
+                    ) -> dict[str, list]:
     oid = [int(o) for o in frame.object_ids]
-    hits = np.bincount(np.asarray(frame.lidar_ids, np.int64).clip(0), minlength=max(oid) + 1)
-    lidar_xyz = frame.T_base_lidar[:3, 3]
+    hits = np.bincount(np.asarray(sensor.point_ids, np.int64).clip(0), minlength=max(oid) + 1)
+    lidar_xyz = sensor.origin_base
     rel, rel_surf, abs_err, missing = [], [], [], 0
     for k, aid in enumerate(ids):
         if hits[aid] < min_hits:
@@ -141,16 +188,19 @@ def _bev_stats(frame: Any, res: FusionResult, res_noamodal: FusionResult | None,
 
 def evaluate(preset: str, seeds: list[int], *, config: FusionConfig | None = None, min_hits: int = 20,
              occluded_rate: float = 0.25, width: int = 640, height: int = 480, ablation: bool = True,
-             progress: bool = False) -> dict[str, Any]:
+             progress: bool = False, source: str = "lidar", depth: DepthConfig = DepthConfig(),
+             noise: DepthNoiseConfig = DepthNoiseConfig()) -> dict[str, Any]:
     """Render ``seeds`` of ``preset`` and measure order, centroid and BEV accuracy.
 
     Args:
         preset: world preset (``"shapes-street"``, ``"shapes-tabletop"``, ``"street"``,
             ``"tabletop"``). seeds: world seeds.
         config: fusion config (default :meth:`FusionConfig.for_preset` of the preset's family).
-        min_hits: objects with fewer LiDAR hits are left out of the centroid error.
+        min_hits: objects with fewer LiDAR hits (depth returns) are left out of the centroid error.
         occluded_rate: objects at least this occluded form the "occluded" recall set.
         ablation: also run without the amodal footprint extension.
+        source: ``"lidar"`` or ``"depth"`` (a simulated depth camera, see the module docstring).
+        depth, noise: back-projection settings and error model of the depth camera.
 
     Returns:
         Summary dict (see the module docstring); ``timings_ms`` holds median stage times.
@@ -158,7 +208,7 @@ def evaluate(preset: str, seeds: list[int], *, config: FusionConfig | None = Non
     from ros2_amodal_seg.world import render_frame
     from ros2_amodal_seg.world.presets import get_preset
 
-    cfg = config or FusionConfig.for_preset(get_preset(preset).family)
+    cfg = config or FusionConfig.for_preset(get_preset(preset).family, source=source)
     fp = FusionPipeline(config=cfg)
     fp_na = FusionPipeline(config=cfg.replace(instances={"use_amodal": False})) if ablation else None
     acc: dict[str, Any] = {}
@@ -169,11 +219,12 @@ def evaluate(preset: str, seeds: list[int], *, config: FusionConfig | None = Non
 
         it = tqdm(seeds, desc=f"fusion-eval {preset}", unit="frame")
     for seed in it:
-        frame = render_frame(preset, int(seed), width, height, lidar=True)
-        res, ids = run_on_frame(fp, frame)
+        frame = render_frame(preset, int(seed), width, height, lidar=source == "lidar")
+        sensor = sensor_input(frame, source, depth, noise)
+        res, ids = run_on_frame(fp, frame, sensor)
         timings.append(res.timings_ms)
-        res_na = run_on_frame(fp_na, frame)[0] if fp_na is not None else None
-        for stats in (_order_stats(frame, res, ids), _centroid_stats(frame, res, ids, min_hits),
+        res_na = run_on_frame(fp_na, frame, sensor)[0] if fp_na is not None else None
+        for stats in (_order_stats(frame, res, ids), _centroid_stats(frame, res, ids, min_hits, sensor),
                       _bev_stats(frame, res, res_na, occluded_rate)):
             for k, v in stats.items():
                 if isinstance(v, list):
@@ -183,7 +234,7 @@ def evaluate(preset: str, seeds: list[int], *, config: FusionConfig | None = Non
     rel = np.asarray(acc.get("centroid_rel", []))
     rel_s = np.asarray(acc.get("centroid_rel_surface", []))
     out: dict[str, Any] = {
-        "preset": preset, "seeds": [int(s) for s in seeds], "frames": len(seeds),
+        "preset": preset, "source": source, "seeds": [int(s) for s in seeds], "frames": len(seeds),
         "order_accuracy": acc["order_correct"] / max(1, acc["order_pairs"]),
         "order_pairs": acc["order_pairs"], "order_mutual_pairs": acc["order_mutual"],
         "order_pairs_with_edge": acc["order_from_edge"],
@@ -209,7 +260,8 @@ def evaluate(preset: str, seeds: list[int], *, config: FusionConfig | None = Non
 
 def format_summary(s: dict[str, Any]) -> str:
     """Human-readable table of :func:`evaluate`'s summary."""
-    lines = [f"fusion-eval preset={s['preset']} frames={s['frames']} seeds={s['seeds'][0]}..{s['seeds'][-1]}",
+    lines = [f"fusion-eval preset={s['preset']} source={s.get('source', 'lidar')} frames={s['frames']} "
+             f"seeds={s['seeds'][0]}..{s['seeds'][-1]}",
              f"  order accuracy (GT masks)      {s['order_accuracy']:.4f}  over {s['order_pairs']} pairs "
              f"({s['order_pairs_with_edge']} with an edge, {s['order_mutual_pairs']} mutual pairs left out)",
              f"  centroid rel. error median    {s['centroid_rel_median']:.4f}  (p90 {s['centroid_rel_p90']:.4f}, "

@@ -52,6 +52,11 @@ class Instance3DConfig:
         dbscan_eps_rel, dbscan_eps_min_m, dbscan_min_points: DBSCAN radius
             ``max(min, rel * depth)`` [m] and core size.
         min_points: fewer clean points than this -> no 3-D estimate (NaN).
+        max_points: more gated points than this are thinned to this many, evenly over the
+            mask's rows, before the outlier removal (0: no limit). Bounds the per-instance cost
+            for dense input (a depth camera gives every mask pixel a point: an object near the
+            camera has tens of thousands); the estimates are medians, percentiles and hulls,
+            which an even thinning keeps.
         use_amodal: extend the footprint / centre with the amodal mask.
         amodal_backprojection: ``"range"`` (amodal pixels cut at the instance's
             horizontal distance from the camera) or ``"depth"`` (at its camera-z depth);
@@ -83,6 +88,7 @@ class Instance3DConfig:
     dbscan_eps_min_m: float = 0.01
     dbscan_min_points: int = 3
     min_points: int = 3
+    max_points: int = 0
     use_amodal: bool = True
     amodal_backprojection: str = "range"
     center_backprojection: str = "depth"
@@ -101,6 +107,8 @@ class Instance3DConfig:
                 raise ConfigError(f"{name} must be range/depth, got {getattr(self, name)!r}")
         if self.erode_px < 0 or self.min_points < 1:
             raise ConfigError("erode_px must be >= 0 and min_points >= 1")
+        if self.max_points != 0 and self.max_points < max(self.min_points, 20):
+            raise ConfigError(f"max_points must be 0 (no limit) or >= max(min_points, 20), got {self.max_points}")
 
 
 @dataclass
@@ -399,6 +407,8 @@ def extract_instances(proj: Projection, instances: Instances2D, K: np.ndarray, D
                                    config.near_mode_ratio)
         gate = max(config.gate_abs_m, config.gate_rel * mode, config.gate_width_factor * width_m)
         idx = idx[np.abs(depth - mode) <= gate]
+        if config.max_points and idx.size > config.max_points:
+            idx = idx[np.linspace(0, idx.size - 1, config.max_points).round().astype(np.int64)]
         keep = _remove_outliers(pts_base[idx], mode, config)
         idx = idx[keep]
         if idx.size < config.min_points:

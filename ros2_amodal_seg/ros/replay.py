@@ -99,13 +99,14 @@ def _load_bag(path: Path, topics):
         reader.close()
 
 
-def replay(bag: str | Path, cfg: ReplayConfig = ReplayConfig(), node=None) -> dict[str, int]:
+def replay(bag: str | Path, cfg: ReplayConfig = ReplayConfig(), node=None, stop=None) -> dict[str, int]:
     """Publish the bag's messages; returns the number published per topic.
 
     Args:
         bag: rosbag2 folder (mcap or sqlite3).
         cfg: options.
         node: an existing rclpy node (rclpy already initialised); None creates one.
+        stop: an optional ``threading.Event``: once set, the replay ends after the current message.
     """
     import rclpy
 
@@ -158,6 +159,8 @@ def replay(bag: str | Path, cfg: ReplayConfig = ReplayConfig(), node=None) -> di
             t0_bag = msgs[0][1]
             t0_wall = time.monotonic()
             for c, t, raw in msgs:
+                if stop is not None and stop.is_set():
+                    return counts
                 due = t0_wall + (t - t0_bag) / 1e9 / cfg.rate
                 while True:
                     wait = due - time.monotonic()

@@ -31,7 +31,8 @@ def register(subparsers) -> None:
             "DIR/lidar/*_ids.npy (int32 ground-truth instance id per point). Frame i uses seed SEED+i. "
             "With --bag also DIR/bag/, a rosbag2 with /camera/image_raw, /camera/camera_info, "
             "/lidar/points and /tf_static (camera 10 Hz, LiDAR 10 Hz offset ~20 ms, one camera rig "
-            "for the whole bag). With --bench only measure frames/s (nothing is written)."),
+            "for the whole bag); with --bag --depth also /camera/depth/image_raw, an RGB-D camera's depth "
+            "aligned to the colour image. With --bench only measure frames/s (nothing is written)."),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--preset", default="street", help=f"scene family: {', '.join(PRESET_CHOICES)}")
     p.add_argument("--split", default="train", choices=("train", "test"),
@@ -44,6 +45,14 @@ def register(subparsers) -> None:
     p.add_argument("--no-lidar", action="store_true", help="skip the LiDAR simulation")
     p.add_argument("--bag", action="store_true", help="also write a rosbag2 into OUT/bag/")
     p.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap", help="rosbag2 storage plugin")
+    p.add_argument("--depth", action="store_true",
+                   help="with --bag: also write /camera/depth/image_raw, the depth of an RGB-D camera aligned to the "
+                        "colour camera (sensor_msgs/Image, REP 118), stamped like the image: the renderer's exact "
+                        "depth with a depth camera's errors (ros2_amodal_seg/world/depth_camera.py: noise growing with "
+                        "depth squared, no return on depth edges, dark surfaces and beyond 10 m, 1 mm steps; "
+                        "deterministic per seed); --no-lidar then makes an RGB-D-only bag")
+    p.add_argument("--depth-encoding", choices=("16UC1", "32FC1"), default="16UC1",
+                   help="--depth: 16UC1 in millimetres (0 = no return) or 32FC1 in metres (NaN = no return)")
     p.add_argument("--bench", action="store_true",
                    help="benchmark: render NUM frames per preset (both realistic presets unless --preset is "
                         "given explicitly) and print frames/s, the cost per stage and the peak memory; "
@@ -66,8 +75,10 @@ def _validate(args) -> None:
         raise InvalidInputError(f"--width/--height must be >= 8, got {args.width} x {args.height}")
     if not args.bench and args.out is None:
         raise InvalidInputError("--out DIR is required (or use --bench)")
-    if args.bag and args.no_lidar:
-        raise InvalidInputError("--bag needs the LiDAR: drop --no-lidar")
+    if args.bag and args.no_lidar and not args.depth:
+        raise InvalidInputError("--bag needs the LiDAR or --depth: drop --no-lidar or add --depth")
+    if args.depth and not args.bag:
+        raise InvalidInputError("--depth writes the depth topic of the bag: add --bag")
     if args.workers < 0:
         raise InvalidInputError(f"--workers must be >= 0, got {args.workers}")
 
@@ -232,7 +243,8 @@ def format_stats(stats: dict, preset: str, split: str, skipped: int) -> str:
 
 def generate(preset: str, num: int, seed: int, out: Path, *, width: int = 640, height: int = 480,
              lidar: bool = True, bag: bool = False, storage: str = "mcap", progress: bool = True,
-             split: str = "train", stats: dict | None = None, workers: int = 1) -> Path:
+             split: str = "train", stats: dict | None = None, workers: int = 1, depth: bool = False,
+             depth_encoding: str = "16UC1") -> Path:
     """Render and write a dataset (see ``amodal-seg generate --help``); returns annotations.json's path.
 
     In bag mode every frame uses the camera rig of ``seed`` (one robot), stamps from
@@ -240,6 +252,8 @@ def generate(preset: str, num: int, seed: int, out: Path, *, width: int = 640, h
     ``stats``, when given, receives the occlusion statistics (:func:`occlusion_stats`) and
     ``skipped_assets`` (models or textures skipped because they could not be loaded).
     ``workers`` > 1 renders in that many processes (:func:`iter_frames`; same bytes).
+    ``depth`` (bag mode) also writes each frame's simulated depth image
+    (:func:`~ros2_amodal_seg.world.depth_camera.simulate_depth`, seeded with the frame's seed).
     """
     from tqdm import tqdm
 
@@ -252,10 +266,11 @@ def generate(preset: str, num: int, seed: int, out: Path, *, width: int = 640, h
     rig_seed = None
     if bag:
         from ros2_amodal_seg.data.bag import SensorBagWriter, frame_stamps
+        from ros2_amodal_seg.world.depth_camera import simulate_depth
 
         rig_seed = seed
         cam_st, lid_st = frame_stamps(num, seed)
-        bag_w = SensorBagWriter(out / "bag", storage=storage)
+        bag_w = SensorBagWriter(out / "bag", storage=storage, depth=depth, depth_encoding=depth_encoding)
     per_frame: list = []
     skipped = 0
     frames = iter_frames(preset, range(seed, seed + num), width, height, lidar=lidar, rig_seed=rig_seed,
@@ -265,8 +280,10 @@ def generate(preset: str, num: int, seed: int, out: Path, *, width: int = 640, h
             per_frame.append([_Occ(a.category_name, a.occlude_rate) for a in f.annotations])
             skipped += int(f.skipped_assets)
             if bag_w is not None:
-                bag_w.write_frame(f, int(cam_st[i]), int(lid_st[i]))
-                writer.add_frame(f, stamp_ns=int(cam_st[i]), lidar_stamp_ns=int(lid_st[i]), rig_seed=rig_seed)
+                dmm = simulate_depth(f.depth, f.rgb, int(f.seed)) if depth else None
+                bag_w.write_frame(f, int(cam_st[i]), int(lid_st[i]) if lidar else None, depth_mm=dmm)
+                writer.add_frame(f, stamp_ns=int(cam_st[i]), lidar_stamp_ns=int(lid_st[i]) if lidar else None,
+                                 rig_seed=rig_seed)
             else:
                 writer.add_frame(f)
     finally:
@@ -313,7 +330,8 @@ def _run(args) -> int:
     path = generate(args.preset, args.num, args.seed, args.out, width=args.width, height=args.height,
                     lidar=not args.no_lidar, bag=args.bag, storage=args.storage,
                     progress=not args.no_progress, split=args.split, stats=stats,
-                    workers=args.workers or default_workers(args.preset))
+                    workers=args.workers or default_workers(args.preset), depth=args.depth,
+                    depth_encoding=args.depth_encoding)
     print(f"wrote {args.num} frames to {path.parent} (annotations: {path})"
           + (f", bag: {path.parent / 'bag'}" if args.bag else ""))
     print(format_stats(stats, args.preset, args.split, stats.get("skipped_assets", 0)))
