@@ -84,3 +84,19 @@ def record(name: str, result: dict, argv: list[str] | None = None, *, folder: Pa
 def load_records(folder: Path = RECORDS) -> dict[str, dict]:
     """Every record in ``folder`` by name."""
     return {p.stem: json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))}
+
+
+def add_output_args(ap) -> None:
+    """``--json FILE`` and ``--record NAME`` for a benchmark script's argparse parser."""
+    ap.add_argument("--json", type=Path, default=None, help="also write the results here")
+    ap.add_argument("--record", default=None, metavar="NAME",
+                    help="store the results as docs/benchmarks/NAME.json (then run scripts/write_benchmarks.py)")
+
+
+def save_outputs(res: dict, args) -> None:
+    """Write ``res`` where :func:`add_output_args`' options say."""
+    if args.json:
+        Path(args.json).write_text(json.dumps(res, indent=2))
+    if args.record:
+        print(f"recorded as {record(args.record, res)}")
+

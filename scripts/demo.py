@@ -2,11 +2,13 @@
 """`make demo`: a short synthetic drive and a tabletop scene through the real ROS node.
 
 For each scene family it
-  1. renders frames with ground truth and a rosbag2 (`amodal-seg generate --bag`),
+  1. renders frames with ground truth and a rosbag2 (`amodal-seg generate --bag`) of the world
+     the checkpoint knows (the realistic presets for a 13-class model, shapes-* otherwise),
   2. starts the amodal_seg node as its own process (loopback DDS),
   3. replays the bag into it (`amodal-seg replay`) and records the node's outputs here,
   4. writes overlay PNGs, BEV PNGs, an animated GIF of the overlay, and a summary
-     (metrics against ground truth, per-stage latency p50/p95) into demo_out/.
+     (metrics against ground truth, per-stage latency p50/p95) into demo_out/;
+then it renders a few realistic scenes (world version 2) beside their ground truth.
 
     .venv/bin/python scripts/demo.py                 # both scenes, shipped checkpoint
     .venv/bin/python scripts/demo.py --frames 8 --presets street --checkpoint my.safetensors
@@ -36,13 +38,12 @@ def measure_rate(ds_dir: Path, preset: str, checkpoint: str, device: str, score_
                  frames: int = 3) -> tuple[float, float]:
     """(replay rate factor, seconds per frame) so that the node keeps up with the bag."""
     from ros2_amodal_seg.model.data import load_amodal_dataset
-    from ros2_amodal_seg.runtime.processor import (FrameInput, FrameProcessor, ProcessorConfig,
-                                                   fusion_config_from_params)
+    from ros2_amodal_seg.runtime.processor import (FrameInput, FrameProcessor, fusion_config_from_params,
+                                                   processor_config)
 
     ds = load_amodal_dataset(ds_dir / "annotations.json")
     # time at the node's own threshold: post-processing grows with the instances kept
-    proc = FrameProcessor(config=ProcessorConfig(checkpoint=checkpoint, device=device,
-                                                 score_threshold=score_threshold),
+    proc = FrameProcessor(config=processor_config(checkpoint, device, score_threshold=score_threshold),
                           fusion_config=fusion_config_from_params(preset))
     proc.load()
     proc.warmup()
@@ -58,6 +59,34 @@ def measure_rate(ds_dir: Path, preset: str, checkpoint: str, device: str, score_
     # + overlay rendering, message conversion and publishing in the node, on a machine whose
     # load varies: the same margin as the e2e test (2.5x, at least 0.5 s per frame)
     return min(1.0, 0.1 / max(0.5, 2.5 * per_frame)), per_frame
+
+
+def world_preset(preset: str, checkpoint: str) -> str:
+    """The world the checkpoint knows: the realistic presets for a 13-class (world version 2) model,
+    ``shapes-*`` for a model of the five primitives of version 1."""
+    from ros2_amodal_seg.classes import WORLD_CLASSES
+    from ros2_amodal_seg.model.checkpoint import read_metadata
+
+    classes = {int(k): str(v) for k, v in read_metadata(checkpoint)["classes"]}
+    return preset if classes == WORLD_CLASSES else f"shapes-{preset}"
+
+
+def world_pictures(out: Path, per_preset: int = 2) -> list[Path]:
+    """A few realistic scenes (world version 2) beside their ground truth, as PNGs."""
+    import cv2
+
+    from ros2_amodal_seg.world import render_frame
+    from ros2_amodal_seg.world.viz import overview
+
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for preset in ("tabletop", "street"):
+        for k in range(per_preset):
+            f = render_frame(preset, SEEDS[preset] + 100 + k, 640, 480)
+            p = out / f"{preset}_{k}.png"
+            cv2.imwrite(str(p), overview(f)[:, :, ::-1])
+            paths.append(p)
+    return paths
 
 
 def write_outputs(preset: str, res, ds_dir: Path, out: Path, n_png: int) -> dict:
@@ -165,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         if ds_dir.exists():
             shutil.rmtree(ds_dir)
         say(f"{preset}: rendering {args.frames} frames + rosbag2 (amodal-seg generate --bag) ...")
-        generate(f"shapes-{preset}", args.frames, SEEDS[preset], ds_dir, bag=True, progress=True)  # shipped model's world
+        generate(world_preset(preset, ckpt), args.frames, SEEDS[preset], ds_dir, bag=True, progress=True)
         if args.rate > 0:
             rate, spf = args.rate, float("nan")
         else:
@@ -173,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
             rate, spf = measure_rate(ds_dir, preset, ckpt, args.device, args.score_threshold)
         say(f"{preset}: {1e3 * spf:.0f} ms/frame offline -> replaying the 10 Hz bag at {10 * rate:.2f} Hz")
         params = dataset_node_params(ds_dir / "annotations.json", preset, checkpoint=ckpt, device=args.device,
-                                     score_threshold=args.score_threshold)
+                                     **{"inference.score_threshold": args.score_threshold})
         res = run_session(ds_dir / "bag", params, domain_id=DOMAIN_IDS[preset], rate=rate,
                           log=lambda s, p=preset: say(f"{p}: {s}"))
         say(f"{preset}: recorded {len(res.instance_arrays())} instance arrays, "
@@ -189,6 +218,8 @@ def main(argv: list[str] | None = None) -> int:
             f"occupancy marks {s['occupancy_footprint_recall']:.0%} of GT footprints, end-to-end latency p50 "
             f"{s['latency_ms'].get('end_to_end', {}).get('p50', float('nan')):.0f} ms")
         (out / preset / "node.log").write_text(res.node_log)
+    say("rendering a few realistic scenes (world version 2) beside their ground truth ...")
+    summary["world_pictures"] = [str(p) for p in world_pictures(out / "world_v2")]
     summary["wall_s"] = time.monotonic() - t_all
     (out / "summary.json").write_text(json.dumps(summary, indent=1, default=float))
     (out / "summary.md").write_text(summary_markdown(summary))
@@ -196,6 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     for preset, s in summary["scenes"].items():
         print(f"  {preset}: overlay/BEV PNGs in {out / preset}/, GIF {s['gif']}")
     print(f"  summary: {out / 'summary.md'} and {out / 'summary.json'}")
+    print(f"  realistic scenes beside their ground truth: {out / 'world_v2'}/")
     print(f"  generated data + bags: {out / 'data'}/")
     return 0
 

@@ -20,12 +20,12 @@ counters say otherwise.
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import sys
 import time
 from collections import Counter
-from pathlib import Path
+
+from ros2_amodal_seg.benchmarks import add_output_args, save_outputs
 
 T0 = 1_800_000_000_000_000_000
 MS = 1_000_000
@@ -44,9 +44,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--torch-threads", type=int, default=0, help="node torch_threads (0 = torch default)")
     ap.add_argument("--seed", type=int, default=0, help="random seed of the message order")
     ap.add_argument("--domain", type=int, default=93, help="ROS_DOMAIN_ID (loopback only; default 93)")
-    ap.add_argument("--json", type=Path, default=None, help="also write the results here")
-    ap.add_argument("--record", default=None, metavar="NAME",
-                    help="store the results as docs/benchmarks/NAME.json (then run scripts/write_benchmarks.py)")
+    add_output_args(ap)
     args = ap.parse_args(argv)
     if args.messages < 1 or args.bad_per_frame < 1:
         ap.error("--messages and --bad-per-frame must be >= 1")
@@ -207,12 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     res = run(args)
     report(res)
-    if args.json:
-        args.json.write_text(json.dumps(res, indent=2))
-    if args.record:
-        from ros2_amodal_seg.benchmarks import record  # noqa: PLC0415
-
-        print(f"recorded as {record(args.record, res)}")
+    save_outputs(res, args)
     ok = (res["crashes"] == 0 and res["processing_errors"] == 0 and res["valid_answered"] == res["valid_frames"]
           and res["counted_share"] >= 0.99)
     return 0 if ok else 1

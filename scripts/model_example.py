@@ -28,7 +28,8 @@ def main() -> int:
     from ros2_amodal_seg.model.visualize import draw_instances  # noqa: PLC0415
     from ros2_amodal_seg.types import Instances2D  # noqa: PLC0415
 
-    p = AmodalPredictor.from_checkpoint(args.checkpoint, device="cpu", score_threshold=args.score_threshold)
+    p = AmodalPredictor.from_checkpoint(args.checkpoint, device="cpu")
+    p.set_config(p.config.replace(score_threshold=args.score_threshold))
     rows = []
     for preset in ("tabletop", "street"):
         s = load_amodal_dataset(Path(args.data_root) / preset).samples[args.index]
@@ -40,7 +41,7 @@ def main() -> int:
                          np.array([len(x.occluded_by) for x in a], np.float32))
         g, q = draw_instances(img, gt), draw_instances(img, p.predict(img))
         cv2.putText(g, f"ground truth ({preset})", (8, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 255, 0), 2)
-        cv2.putText(q, f"prediction (score >= {p.score_threshold:g})", (8, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.6,
+        cv2.putText(q, f"prediction (score >= {p.config.score_threshold:g})", (8, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.6,
                     (255, 255, 0), 2)
         rows.append(np.concatenate([g, q], 1))
     out = np.concatenate(rows, 0)

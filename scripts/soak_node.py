@@ -22,11 +22,11 @@ code after SIGINT.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import threading
 import time
-from pathlib import Path
+
+from ros2_amodal_seg.benchmarks import add_output_args, save_outputs
 
 T0 = 1_800_000_000_000_000_000
 
@@ -45,9 +45,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--height", type=int, default=480, help="image height [px] (default 480)")
     ap.add_argument("--torch-threads", type=int, default=0, help="node torch_threads (0 = torch default)")
     ap.add_argument("--domain", type=int, default=94, help="ROS_DOMAIN_ID (loopback only; default 94)")
-    ap.add_argument("--json", type=Path, default=None, help="also write the results here")
-    ap.add_argument("--record", default=None, metavar="NAME",
-                    help="store the results as docs/benchmarks/NAME.json (then run scripts/write_benchmarks.py)")
+    add_output_args(ap)
     args = ap.parse_args(argv)
     if args.minutes <= 0 or args.camera_hz <= 0 or args.lidar_hz <= 0 or args.closed_loop_frames < 3:
         ap.error("--minutes, --camera-hz and --lidar-hz must be > 0, --closed-loop-frames >= 3")
@@ -214,12 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     res = run(args)
     report(res)
-    if args.json:
-        args.json.write_text(json.dumps(res, indent=2))
-    if args.record:
-        from ros2_amodal_seg.benchmarks import record  # noqa: PLC0415
-
-        print(f"recorded as {record(args.record, res)}")
+    save_outputs(res, args)
     ok = (res["max_gap_s"] <= 1.0 and res["rate_ratio"] >= 0.9 and res["sigint_exit_code"] == 0
           and (res["loop_recovery_s"] is None or res["loop_recovery_s"] <= 1.0)
           and (res["rss_growth_after_first_minute_mb"] or 0.0) < 20.0)

@@ -56,12 +56,12 @@ def _offline(ds_dir: Path, preset: str):
     """Predictions of the processor on the dataset's frames + per-frame time [s]."""
     from ros2_amodal_seg.model.data import load_amodal_dataset
     from ros2_amodal_seg.ros.session import instance_array_to_predictions
-    from ros2_amodal_seg.runtime.processor import (FrameInput, FrameProcessor, ProcessorConfig,
-                                                   fusion_config_from_params)
+    from ros2_amodal_seg.runtime.processor import (FrameInput, FrameProcessor, fusion_config_from_params,
+                                                   processor_config)
 
     ds = load_amodal_dataset(ds_dir / "annotations.json")
-    proc = FrameProcessor(config=ProcessorConfig(checkpoint=CHECKPOINT, device="auto", score_threshold=SCORE_THRESHOLD,
-                                                 max_instances=MAX_INSTANCES),
+    proc = FrameProcessor(config=processor_config(CHECKPOINT, "auto", score_threshold=SCORE_THRESHOLD,
+                                                  max_instances=MAX_INSTANCES),
                           fusion_config=fusion_config_from_params(preset))
     proc.load()
     proc.warmup()
@@ -113,8 +113,9 @@ def test_replay_through_the_node_matches_ground_truth(bags, preset, domain):
           f"{1e3 * np.percentile(times, 90):.0f} ms per frame -> {1 / np.median(times):.1f} frames/s; "
           f"replaying the 10 Hz bag at rate {rate:.3f} ({10 * rate:.2f} Hz input)")
 
-    params = dataset_node_params(ann, preset, checkpoint=CHECKPOINT, device="auto", score_threshold=SCORE_THRESHOLD,
-                                 max_instances=MAX_INSTANCES)
+    params = dataset_node_params(ann, preset, checkpoint=CHECKPOINT, device="auto",
+                                 **{"inference.score_threshold": SCORE_THRESHOLD,
+                                    "inference.max_instances": MAX_INSTANCES})
     res = run_session(ds_dir / "bag", params, domain_id=domain, rate=rate,
                       topics=("instances", "occlusion_graph", "bev_grid", "occupancy", "markers"))
     stamps = stamp_to_image_id(ann)

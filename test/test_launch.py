@@ -21,7 +21,8 @@ LAUNCH = REPO / "launch" / "amodal_seg.launch.py"
 YAML = REPO / "config" / "amodal_seg.yaml"
 RVIZ = REPO / "config" / "amodal_seg.rviz"
 BUILTIN_PARAMS = {"use_sim_time"}   # declared by every rclpy node
-NODE_INPUTS = {"/camera/image_raw", "/camera/image_raw/compressed", "/camera/camera_info", "/lidar/points"}
+NODE_INPUTS = {"/camera/image_raw", "/camera/image_raw/compressed", "/camera/camera_info", "/lidar/points",
+               "/camera/depth/image_raw"}
 NODE_OUTPUTS = {"instances", "occlusion_graph", "bev_grid", "occupancy", "markers", "overlay", "instance_points"}
 
 
@@ -99,8 +100,10 @@ def test_launch_node_parameters_and_remaps_match_the_node(described):
     for name in set_params:
         assert name in yaml_params, f"{name} set by the launch file but not in config/amodal_seg.yaml"
         assert name in PARAM_BY_NAME or name in BUILTIN_PARAMS, f"{name} is not declared by the node"
-    subscribed = {node_mod.TOPIC_IMAGE, node_mod.TOPIC_IMAGE_COMPRESSED, node_mod.TOPIC_CAMERA_INFO,
-                  node_mod.TOPIC_POINTS}
+    from ros2_amodal_seg.ros import sensors
+
+    subscribed = {sensors.TOPIC_IMAGE, sensors.TOPIC_IMAGE_COMPRESSED, sensors.TOPIC_CAMERA_INFO, sensors.TOPIC_POINTS,
+                  sensors.TOPIC_DEPTH}
     assert subscribed == NODE_INPUTS
     remapped = {src for src, _ in node.kwargs["remappings"]}
     assert remapped <= subscribed and {"/camera/image_raw", "/camera/camera_info", "/lidar/points"} <= remapped
@@ -118,14 +121,19 @@ def test_launch_rviz_and_loopback_are_conditional(described):
     assert type(env.kwargs["condition"]).__name__ == "IfCondition"
 
 
+#: the node's parameters the YAML lists: all but inference.* (their defaults are the checkpoint's own)
+LISTED = tuple(p for p in PARAMS if p.group != "inference")
+
+
 def test_yaml_lists_every_parameter_with_its_default():
     params = yaml.safe_load(YAML.read_text())["/**"]["ros__parameters"]
-    assert set(params) == {p.name for p in PARAMS} | BUILTIN_PARAMS
-    for spec in PARAMS:
+    assert set(params) == {p.name for p in LISTED} | BUILTIN_PARAMS
+    for spec in LISTED:
         want = list(spec.default) if isinstance(spec.default, tuple) else spec.default
         assert params[spec.name] == want, spec.name
     text = YAML.read_text()
-    for spec in PARAMS:   # each has a comment line right above it
+    assert "inference.score_threshold" in text and "config/inference.yaml" in text   # says where they are
+    for spec in LISTED:   # each has a comment line right above it
         lines = text.splitlines()
         i = next(k for k, l in enumerate(lines) if l.strip().startswith(f"{spec.name}:"))
         assert lines[i - 1].strip().startswith("#"), spec.name
@@ -146,7 +154,7 @@ def test_node_loads_the_params_file(monkeypatch, tmp_path):
         monkeypatch.setenv(k, env[k])
     doc = yaml.safe_load(YAML.read_text())
     params = doc["/**"]["ros__parameters"]
-    params.update(score_threshold=0.33, T_camera_lidar=[float(v) for v in np.eye(4).ravel()],
+    params.update({"inference.score_threshold": 0.33}, T_camera_lidar=[float(v) for v in np.eye(4).ravel()],
                   bev_x_range=[1.0, 9.0], fusion_preset="tabletop", publish_overlay=False)
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(doc))

@@ -238,18 +238,20 @@ def test_train_yaml_mirrors_train_config():
 
 
 def test_onnx_export_with_efficientnet_matches_torch(tmp_path):
-    from ros2_amodal_seg.model.export import OnnxPredictor, export_onnx
+    from ros2_amodal_seg.model.export import export_onnx, onnx_predictor
+    from ros2_amodal_seg.model.inference_config import InferenceConfig
     from ros2_amodal_seg.model.predictor import AmodalPredictor, preprocess
     from test_model_helpers import scene
 
     torch.manual_seed(0)
     cfg = lite_config(pretrained=True)
     ckpt = save_checkpoint(tmp_path / "m.safetensors", AmodalSegModel(cfg), cfg, CLASSES)
-    op = OnnxPredictor(export_onnx(ckpt, tmp_path / "m.onnx"), score_threshold=0.0)
-    tp = AmodalPredictor.from_checkpoint(ckpt, device="cpu", score_threshold=0.0)
+    op = onnx_predictor(export_onnx(ckpt, tmp_path / "m.onnx"), InferenceConfig(score_threshold=0.0))
+    tp = AmodalPredictor.from_checkpoint(ckpt, device="cpu", config=InferenceConfig(score_threshold=0.0, backend="torch"))
     img = np.ascontiguousarray(np.kron(scene(5)[0], np.ones((3, 3, 1), np.uint8)))  # 144 x 192
     with torch.no_grad():
-        f = tp.model(torch.from_numpy(preprocess(img, 64, 64))).final
-    for a, b in zip(op.raw(img), (f.scored_class_logits(), f.amodal_logits, f.visible_logits, f.occlusion_rates,
-                                  f.order_scores)):
-        np.testing.assert_allclose(a, b[0].numpy(), rtol=1e-3, atol=1e-4)
+        f = tp.networks.model(torch.from_numpy(preprocess(img, 64, 64))).final
+    raw = op.raw(img)
+    for a, b in zip((raw.class_logits, raw.amodal_logits, raw.visible_logits, raw.occlusion_rates, raw.order_scores),
+                    (f.scored_class_logits(), f.amodal_logits, f.visible_logits, f.occlusion_rates, f.order_scores)):
+        np.testing.assert_allclose(a.numpy(), b[0].numpy(), rtol=1e-3, atol=1e-4)

@@ -12,15 +12,17 @@ import torch
 
 from ros2_amodal_seg.errors import CheckpointError, ConfigError
 from ros2_amodal_seg.model.checkpoint import load_checkpoint, save_checkpoint
+from ros2_amodal_seg.model.candidates import Candidates, RawOutputs
 from ros2_amodal_seg.model.completion import (OCCLUDERS, PLANES, CompletionConfig, CompletionInputs,
-                                              CompletionNet, HiddenCompleter, _resize_part, completion_inputs,
-                                              crop_boxes, crop_logits, crop_plane, paste_completion,
-                                              with_flip)
+                                              CompletionNet, CompletionStage, completion_inputs, paste_completion)
 from ros2_amodal_seg.model.completion_train import (CompletionTrainConfig, CropSet, evaluate_crops,
                                                     train_completion_net)
+from ros2_amodal_seg.model.crops import (crop_boxes, crop_logits, crop_logits_t, crop_plane,
+                                         resize_part, resize_part_t)
+from ros2_amodal_seg.model.inference_config import InferenceConfig
 from ros2_amodal_seg.model.model import AmodalSegModel
-from ros2_amodal_seg.model.postprocess import PostprocessConfig, postprocess
-from ros2_amodal_seg.model.predictor import DEFAULT_CHECKPOINT, AmodalPredictor
+from ros2_amodal_seg.model.postprocess import PostProcessor
+from ros2_amodal_seg.model.predictor import AmodalPredictor
 from test_model_helpers import rect, scene, tiny_config
 
 CLASSES = {1: "box", 2: "cylinder", 3: "sphere", 4: "cone", 5: "torus"}
@@ -36,7 +38,8 @@ def test_crop_boxes_by_hand():
     m = np.zeros((2, 40, 50), bool)
     m[0, 5:15, 10:30] = True            # 20 wide, 10 high: side ceil(20 * 1.8) = 36, centred on (20, 10)
     m[1, 0:2, 48:50] = True             # 2 x 2 in the corner: side min 16, centred on (49, 1)
-    np.testing.assert_array_equal(crop_boxes(m, cfg), [[2, -8, 36], [41, -7, 16]])
+    np.testing.assert_array_equal(crop_boxes(m, cfg.crops), [[2, -8, 36], [41, -7, 16]])
+    assert crop_boxes(torch.from_numpy(m), cfg.crops).tolist() == [[2, -8, 36], [41, -7, 16]]   # the torch path
 
 
 def test_crop_plane_and_logits_by_hand():
@@ -52,8 +55,13 @@ def test_crop_plane_and_logits_by_hand():
     out = crop_logits(logits, (0, -8, 40), (24, 40), 10)          # square 40 px: the image and 8 px above/below
     np.testing.assert_allclose(out[5], np.arange(10), atol=1e-5)
     # half a crop pixel is 2 image pixels = half a grid cell
-    out = crop_logits(logits, (2, 0, 40), (24, 40), 10)
-    np.testing.assert_allclose(out[0, :9], np.arange(9) + 0.5, atol=1e-5)
+    out2 = crop_logits(logits, (2, 0, 40), (24, 40), 10)
+    np.testing.assert_allclose(out2[0, :9], np.arange(9) + 0.5, atol=1e-5)
+    # the torch twin (batched over boxes) gives the same crops
+    both = crop_logits_t(torch.from_numpy(logits)[None].expand(2, h, w), torch.tensor([[0, -8, 40], [2, 0, 40]]),
+                         (24, 40), 10)
+    np.testing.assert_allclose(both[0].numpy(), out, atol=1e-5)
+    np.testing.assert_allclose(both[1].numpy(), out2, atol=1e-5)
 
 
 def test_occluder_regions_and_paste_touch_only_other_instances_visible_pixels():
@@ -90,7 +98,9 @@ def test_partial_resize_equals_the_slice_of_the_full_resize():
     for side in (9, 16, 37, 100):
         full = cv2.resize(small, (side, side), interpolation=cv2.INTER_LINEAR)
         for r0, r1, c0, c1 in ((0, side, 0, side), (2, side - 1, 1, 5), (side - 3, side, 0, 2)):
-            np.testing.assert_allclose(_resize_part(small, side, r0, r1, c0, c1), full[r0:r1, c0:c1], atol=1e-5)
+            np.testing.assert_allclose(resize_part(small, side, r0, r1, c0, c1), full[r0:r1, c0:c1], atol=1e-5)
+            np.testing.assert_allclose(resize_part_t(torch.from_numpy(small), side, r0, r1, c0, c1).numpy(),
+                                       full[r0:r1, c0:c1], atol=1e-5)
 
 
 def test_untrained_network_returns_the_models_own_amodal_logit():
@@ -121,14 +131,6 @@ def _hidden_square_crops(n: int, rng: np.random.Generator, size: int = 16) -> Cr
         planes[k, PLANES.index("inside")] = 255
         targets[k] = sq * 255
     return CropSet(planes, np.zeros(n, np.int64), targets)
-
-
-def test_completion_flip_overrides_the_checkpoint_setting():
-    assert DEFAULT_CHECKPOINT.is_file(), "shipped checkpoint missing"
-    assert AmodalPredictor.from_checkpoint(None, "cpu").completer.cfg.flip_average is True
-    off = AmodalPredictor.from_checkpoint(None, "cpu", completion_flip=False)
-    assert off.completer.cfg.flip_average is False and off.completer.cfg.channels == (16, 32, 64)
-    assert with_flip(off.completer.cfg, None) is off.completer.cfg
 
 
 def test_device_crops_cut_the_same_batches_as_numpy_crops():
@@ -172,15 +174,19 @@ def test_checkpoint_with_completion_round_trips_and_runs_in_the_predictor(tmp_pa
     plain_cfg = dataclasses.replace(cfg, completion=CompletionConfig())
     with pytest.raises(CheckpointError):
         load_checkpoint(ckpt, expected_config=plain_cfg)
-    pred = AmodalPredictor.from_checkpoint(ckpt, "cpu", score_threshold=0.0)
-    assert isinstance(pred.completer, HiddenCompleter)
+    pred = AmodalPredictor.from_checkpoint(ckpt, "cpu", config=InferenceConfig(score_threshold=0.0))
+    assert pred.has_completion and isinstance(pred.completion_stage, CompletionStage)
+    assert pred.completion_stage.cfg == cfg.completion
     calls = []
-    run = pred.completer.run
-    pred.completer.run = lambda planes: calls.append(planes.shape) or run(planes)
+    run = pred.networks.completion_run
+    pred.networks.completion_run = lambda planes: calls.append(planes.shape) or run(planes)
+    pred.set_config(pred.config)                            # rebuild the stages around the wrapped network
     img = np.ascontiguousarray(np.kron(scene(5)[0], np.ones((3, 3, 1), np.uint8)))
     with_c = pred.predict(img)
-    pred.complete_hidden = False
+    assert "post.completion" in pred.last_timings_ms
+    pred.set_config(pred.config.replace(complete_hidden=False))
     without = pred.predict(img)
+    assert "post.completion" not in pred.last_timings_ms
     assert len(with_c) == len(without) > 1 and calls
     np.testing.assert_array_equal(with_c.visible_masks, without.visible_masks)
     assert (with_c.amodal_masks >= with_c.visible_masks).all()
@@ -197,16 +203,19 @@ def test_postprocess_hands_the_kept_instances_to_the_completer():
     amodal[0, 4:12, 2:10] = visible[0, 4:12, 2:7] = 8.0     # A: seen up to column 7
     amodal[1, 2:14, 7:13] = visible[1, 2:14, 7:13] = 8.0    # B: in front, columns 7..12
     cls = np.array([[8.0, 0, 0, 0, 0, -8], [0, 8.0, 0, 0, 0, -8]], np.float32)
-    args = (cls, amodal, visible, np.array([0.3, 0.0], np.float32), np.array([1.0, 0.0], np.float32), (64, 64),
-            [1, 2, 3, 4, 5], PostprocessConfig(score_threshold=0.1, refine=False))
-    plain = postprocess(*args)
+    raw = RawOutputs.from_arrays([cls, amodal, visible, np.array([0.3, 0.0], np.float32),
+                                  np.array([1.0, 0.0], np.float32)])
+    image = torch.zeros((64, 64, 3), dtype=torch.uint8)
+    cfg = InferenceConfig(score_threshold=0.1)
+    plain, _ = PostProcessor(cfg, [1, 2, 3, 4, 5])(raw, image)
     seen = []
-    comp = HiddenCompleter(CompletionConfig(crop_size=16, context=0.5, flip_average=False), 5,
-                           lambda p: seen.append(p) or np.full((len(p), 16, 16), 10.0, np.float32))
-    done = postprocess(*args, completer=comp)
+    comp = CompletionStage(CompletionConfig(crop_size=16, context=0.5), 5,
+                           lambda p: seen.append(p) or torch.full((len(p), 16, 16), 10.0))
+    done, timings = PostProcessor(cfg, [1, 2, 3, 4, 5], completion=comp)(raw, image)
+    assert "completion" in timings
     assert len(seen) == 1 and len(seen[0]) == 2             # both crops contain the other's visible pixels
-    onehot = seen[0][:, len(PLANES):].max((2, 3))          # [2, 5] class planes
-    assert onehot.sum() == 2 and sorted(onehot.argmax(1)) == [0, 1]
+    onehot = seen[0][:, len(PLANES):].amax((2, 3))         # [2, 5] class planes
+    assert onehot.sum() == 2 and sorted(onehot.argmax(1).tolist()) == [0, 1]
     a_plain, a_done = plain.amodal_masks[plain.class_ids == 1][0], done.amodal_masks[done.class_ids == 1][0]
     b_vis = plain.visible_masks[plain.class_ids == 2][0]
     np.testing.assert_array_equal(a_done, a_plain | b_vis & _crop_window(a_plain, comp.cfg))
@@ -214,50 +223,64 @@ def test_postprocess_hands_the_kept_instances_to_the_completer():
 
 
 def _crop_window(mask: np.ndarray, cfg: CompletionConfig) -> np.ndarray:
-    x0, y0, side = crop_boxes(mask[None], cfg)[0]
+    x0, y0, side = crop_boxes(mask[None], cfg.crops)[0]
     win = np.zeros_like(mask)
     win[max(y0, 0):y0 + side, max(x0, 0):x0 + side] = True
     return win
+
+
+def _candidates(amodal: np.ndarray, visible: np.ndarray, classes, grid: int = 5) -> Candidates:
+    """Kept instances with full-resolution masks (``[N, H, W]`` bool), as the completion stage gets them."""
+    n, h, w = amodal.shape
+    dist = torch.zeros((n, 5))
+    dist[torch.arange(n), torch.as_tensor(classes)] = 0.9
+    return Candidates(image=torch.zeros((h, w, 3), dtype=torch.uint8), class_ids=torch.arange(1, 6),
+                      query=torch.arange(n), class_dist=dist, ratio=torch.ones(n), mask_quality=torch.ones(n),
+                      amodal_logits=torch.zeros((n, grid, grid)), visible_logits=torch.zeros((n, grid, grid)),
+                      low_amodal=torch.zeros((n, grid, grid), dtype=torch.bool),
+                      low_visible=torch.zeros((n, grid, grid), dtype=torch.bool), occlusion=torch.zeros(n),
+                      order=torch.arange(n).float(), amodal=torch.from_numpy(amodal), visible=torch.from_numpy(visible))
 
 
 def test_completer_skips_crops_without_occluders():
     H, W = 30, 30
     am = np.stack([rect(H, W, 2, 8, 2, 8), rect(H, W, 20, 28, 20, 28)])
     calls = []
-    comp = HiddenCompleter(CompletionConfig(crop_size=16), 5, lambda p: calls.append(p) or np.zeros((len(p), 16, 16)))
-    out = comp(am, am.copy(), np.zeros((2, 5, 5), np.float32), np.zeros((2, 5, 5), np.float32), np.array([0, 1]))
-    assert out is am and not calls
+    comp = CompletionStage(CompletionConfig(crop_size=16), 5, lambda p: calls.append(p) or torch.zeros((len(p), 16, 16)))
+    c = _candidates(am, am.copy(), [0, 1])
+    before = c.amodal
+    out = comp(c)
+    assert out.amodal is before and not calls
     assert isinstance(completion_inputs(am, am, np.zeros((2, 5, 5)), np.zeros((2, 5, 5)), np.array([0, 1]), 5,
                                         CompletionConfig(crop_size=16)), CompletionInputs)
+    assert len(comp(c.select(torch.zeros(2, dtype=torch.bool)))) == 0 and not calls
 
 
-def test_flip_average_runs_each_crop_and_its_mirror_and_averages_the_logits():
+def test_completion_logits_are_pasted_at_their_place_in_the_crop():
     """Two overlapping squares; instance 0's decision region lies in the right part of its crop.
-    The net is a stand-in whose logits fall from +5 (left) to -3 (right), so a mirrored run gives
-    the reversed ramp and the average is flat +1: with flip_average the whole decision region
-    joins the mask, without it only the columns where the ramp is still positive."""
+    The net is a stand-in whose logits fall from +5 (crop column 0) to -3 (column 15): 0 between
+    crop columns 9 and 10. Instance 0's crop is (-3, -3, 36), 2.25 px per crop pixel, so the pasted
+    probability (bilinear) crosses 0.5 between image columns 18 (crop coordinate 9.06) and 19 (9.5):
+    inside the decision region columns up to 18 join the mask, the others leave it."""
     H, W = 40, 40
     am = np.stack([rect(H, W, 5, 25, 5, 25), rect(H, W, 10, 30, 15, 35)])
     vis = np.stack([am[0] & ~am[1], am[1]])
-    ramp = np.linspace(5.0, -3.0, 16, dtype=np.float32)                 # mean of ramp and mirror: +1
+    ramp = torch.linspace(5.0, -3.0, 16)
     seen = []
 
     def run(x):
-        seen.append(x.copy())
-        return np.broadcast_to(ramp, (len(x), 16, 16)).copy()
+        seen.append(x.clone())
+        return ramp.expand(len(x), 16, 16).clone()
 
-    args = (np.zeros((2, 5, 5), np.float32), np.zeros((2, 5, 5), np.float32), np.array([0, 1]))
-    flat = HiddenCompleter(CompletionConfig(crop_size=16, flip_average=True), 5, run)(am, vis, *args)
-    (x,) = seen
-    m = len(x) // 2
-    assert len(x) == 2 * m and m >= 1
-    np.testing.assert_array_equal(x[m:], x[:m, ..., ::-1])
-    region = am[1] & ~vis[0] & _crop_window(am[0], CompletionConfig(crop_size=16))   # instance 0's decision region
-    assert flat[0][region].all() and (flat[0] & ~region == am[0] & ~region).all()
-    seen.clear()
-    plain = HiddenCompleter(CompletionConfig(crop_size=16, flip_average=False), 5, run)(am, vis, *args)
-    assert len(seen[0]) == m
-    assert 0 < plain[0][region].sum() < region.sum()
+    cfg = CompletionConfig(crop_size=16)
+    out = CompletionStage(cfg, 5, run)(_candidates(am, vis, [0, 1])).amodal.numpy()
+    assert len(seen) == 1 and len(seen[0]) == 2             # each crop holds the other's visible pixels
+    assert crop_boxes(am[:1], cfg.crops)[0].tolist() == [-3, -3, 36]
+    region = am[1] & ~vis[0] & _crop_window(am[0], cfg)     # instance 0's decision region
+    np.testing.assert_array_equal(region, rect(H, W, 10, 30, 15, 33))
+    expect = am[0] & ~region | region & (np.arange(W) <= 18)[None]
+    np.testing.assert_array_equal(out[0], expect)
+    np.testing.assert_array_equal(out[1] & vis[1], vis[1])  # the visible mask always stays
 
 
 def test_train_completion_run_writes_a_checkpoint_the_predictor_uses(tmp_path):

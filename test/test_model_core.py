@@ -10,15 +10,17 @@ import numpy as np
 import pytest
 import torch
 
-from ros2_amodal_seg.errors import CheckpointError, InvalidInputError
+from ros2_amodal_seg.errors import CheckpointError, ConfigError, InvalidInputError
 from ros2_amodal_seg.model.augment import SampleArrays, paste_occluder
 from ros2_amodal_seg.model.checkpoint import load_checkpoint, save_checkpoint
 from ros2_amodal_seg.model.cli import non_negative_float, positive_int
 from ros2_amodal_seg.model.criterion import LossConfig, SetCriterion, dice_loss, hidden_region, order_loss
 from ros2_amodal_seg.model.matcher import hungarian_match
 from ros2_amodal_seg.model.model import AmodalSegModel
-from ros2_amodal_seg.model.postprocess import (PostprocessConfig, depth_ranks, final_decay, mask_nms, matrix_nms,
-                                               occluded_by, postprocess)
+from ros2_amodal_seg.model.candidates import Candidates, RawOutputs
+from ros2_amodal_seg.model.inference_config import InferenceConfig
+from ros2_amodal_seg.model.ops import duplicate_overlap, matrix_decay
+from ros2_amodal_seg.model.postprocess import MatrixNmsStage, PostProcessor, depth_ranks, final_decay, occluded_by
 from ros2_amodal_seg.model.upsample import ColourGuide, guided_upsample_masks, upsample_masks
 from ros2_amodal_seg.model.predictor import AmodalPredictor
 from ros2_amodal_seg.model.transformer_decoder import LayerPrediction
@@ -27,6 +29,14 @@ from test_model_helpers import rect, tiny_config
 
 torch.set_num_threads(2)
 CLASSES = {1: "box", 2: "cylinder", 3: "sphere", 4: "cone", 5: "torus"}
+
+
+def postprocess(cls, am, vi, occ, order, image_size, class_ids, cfg: InferenceConfig = InferenceConfig(),
+                image: np.ndarray | None = None):
+    """One image's raw outputs (numpy) through the :class:`PostProcessor` (a flat black image
+    unless ``image`` is given: the guided filter is then a plain box blur)."""
+    img = np.zeros((*image_size, 3), np.uint8) if image is None else image
+    return PostProcessor(cfg, class_ids)(RawOutputs.from_arrays([cls, am, vi, occ, order]), torch.from_numpy(img))[0]
 
 
 @pytest.mark.parametrize("occ", [True, False])
@@ -139,20 +149,33 @@ def test_nms_duplicate_vs_distinct_overlapping():
     back_am = rect(h, w, 8, 24, 5, 18)         # amodal overlaps the front object heavily
     back_vis = back_am & ~front
     dup = rect(h, w, 8, 24, 4, 17)             # near-copy of the front object
-    amodal = np.stack([front, back_am, dup])
-    visible = np.stack([front, back_vis, dup])
-    keep = mask_nms(amodal, visible, np.array([0.9, 0.8, 0.85]), 0.6)
-    assert keep.tolist() == [0, 1]
-    # amodal IoU of the two distinct objects is high, yet they are both kept
+    amodal = torch.from_numpy(np.stack([front, back_am, dup]))
+    visible = torch.from_numpy(np.stack([front, back_vis, dup]))
+    scores = torch.tensor([0.9, 0.8, 0.85])
+    # amodal IoU of the two distinct objects is high
     inter = (front & back_am).sum()
     assert inter / (front | back_am).sum() > 0.6
     # matrix NMS, by hand: overlap = min(amodal IoU, visible IoU). dup vs front: 192 / 208 on both;
     # back vs front: visible IoU 0; back vs dup: visible 16 / 224. Sorted front, dup, back:
     # decay(dup) = exp(-2 (192/208)^2); decay(back) = min(1, exp(-2 ((16/224)^2 - (192/208)^2)), ...) = 1
-    dec = matrix_nms(amodal, visible, np.array([0.9, 0.8, 0.85]), 2.0)
+    ov = duplicate_overlap(amodal, visible)
+    assert ov[0, 2] == pytest.approx(192 / 208) and ov[0, 1] == 0.0 and ov[1, 2] == pytest.approx(16 / 224)
+    dec = (scores * matrix_decay(ov, scores, 2.0)).tolist()
     assert dec[0] == pytest.approx(0.9) and dec[1] == pytest.approx(0.8)
     assert dec[2] == pytest.approx(0.85 * np.exp(-2 * (192 / 208) ** 2), rel=1e-5)
-    assert matrix_nms(amodal[:0], visible[:0], np.zeros(0), 2.0).shape == (0,)
+    assert matrix_decay(torch.zeros(0, 0), torch.zeros(0), 2.0).shape == (0,)
+    # the first NMS stage at threshold 0.6: the duplicate (0.85 -> 0.16) is dropped, the distinct
+    # overlapping object is kept at its full score; best first
+    n = len(scores)
+    cand = Candidates(image=torch.zeros((h, w, 3), dtype=torch.uint8), class_ids=torch.tensor([1, 2]),
+                      query=torch.arange(n), class_dist=torch.stack([scores, torch.zeros(n)], 1), ratio=torch.ones(n),
+                      mask_quality=torch.ones(n), amodal_logits=torch.zeros((n, h, w)),
+                      visible_logits=torch.zeros((n, h, w)), low_amodal=amodal, low_visible=visible,
+                      occlusion=torch.zeros(n), order=torch.zeros(n))
+    kept = MatrixNmsStage(InferenceConfig(score_threshold=0.6))(cand)
+    assert kept.query.tolist() == [0, 1]
+    assert kept.scores.tolist() == pytest.approx([0.9, 0.8])
+    assert len(MatrixNmsStage(InferenceConfig())(cand.select(torch.zeros(n, dtype=torch.bool)))) == 0
 
 
 def test_final_nms_decays_a_duplicate_that_the_first_nms_keeps():
@@ -168,8 +191,8 @@ def test_final_nms_decays_a_duplicate_that_the_first_nms_keeps():
     vi = am.copy()
     vi[1, :, 2:] = -10                               # query 1 sees only the left half
     args = (cls, am, vi, np.zeros(q), np.array([1.0, 2.0, 3.0]), (16, 16), [1, 2, 3, 4, 5])
-    off = postprocess(*args, PostprocessConfig(score_threshold=0.01, final_nms_sigma=0.0))
-    on = postprocess(*args, PostprocessConfig(score_threshold=0.01, final_nms_sigma=2.0))
+    off = postprocess(*args, InferenceConfig(score_threshold=0.01, final_nms_sigma=0.0, runner_up_classes=4))
+    on = postprocess(*args, InferenceConfig(score_threshold=0.01, final_nms_sigma=2.0, runner_up_classes=4))
     assert len(off) == len(on) == 3
     s_off = dict(zip(off.order_scores.astype(int).tolist(), off.scores.tolist()))
     s_on = dict(zip(on.order_scores.astype(int).tolist(), on.scores.tolist()))
@@ -181,11 +204,11 @@ def test_final_nms_decays_a_duplicate_that_the_first_nms_keeps():
     assert on.alt_scores[on.order_scores.astype(int) == 2] == pytest.approx(
         off.alt_scores[off.order_scores.astype(int) == 2] * np.exp(-2.0), rel=1e-5)
     # at a threshold between the two, only the final NMS drops the duplicate
-    cut = PostprocessConfig(score_threshold=0.3, final_nms_sigma=2.0)
-    assert len(postprocess(*args, PostprocessConfig(score_threshold=0.3, final_nms_sigma=0.0))) == 3
+    cut = InferenceConfig(score_threshold=0.3, final_nms_sigma=2.0)
+    assert len(postprocess(*args, InferenceConfig(score_threshold=0.3, final_nms_sigma=0.0))) == 3
     assert sorted(postprocess(*args, cut).order_scores.astype(int).tolist()) == [1, 3]
-    with pytest.raises(ValueError, match="final_nms_sigma"):
-        PostprocessConfig(final_nms_sigma=-1.0)
+    with pytest.raises(ConfigError, match="final_nms_sigma"):
+        InferenceConfig(final_nms_sigma=-1.0)
     assert non_negative_float("0") == 0.0
     with pytest.raises(argparse.ArgumentTypeError, match=">= 0"):
         non_negative_float("-0.5")
@@ -199,18 +222,19 @@ def test_final_decay_hand_computed():
     a = rect(h, w, 0, 4, 0, 4)
     b = rect(h, w, 0, 4, 0, 12)                      # contains a: IoU 16 / 48
     c = rect(h, w, 8, 16, 8, 16)                     # apart
-    masks = np.stack([a, b, c])
+    masks = torch.from_numpy(np.stack([a, b, c]))
+    t = torch.tensor
     for stride in (1, 2):
-        d = final_decay(masks, np.array([0.9, 0.8, 0.7]), 2.0, stride)
-        assert d == pytest.approx([1.0, np.exp(-2.0 / 9), 1.0])
+        d = final_decay(masks, t([0.9, 0.8, 0.7]), 2.0, stride)
+        assert d.tolist() == pytest.approx([1.0, np.exp(-2.0 / 9), 1.0])
     # b ranked first: a is decayed by b by the same amount (IoU is symmetric)
-    assert final_decay(masks, np.array([0.5, 0.8, 0.7]), 2.0) == pytest.approx([np.exp(-2.0 / 9), 1.0, 1.0])
+    assert final_decay(masks, t([0.5, 0.8, 0.7]), 2.0).tolist() == pytest.approx([np.exp(-2.0 / 9), 1.0, 1.0])
     # compensation: d duplicates b (IoU 1) below it; a (IoU 1/3 with d) is decayed by
     # min(exp(-2/9) from b, exp(-2 (1/9 - 1)) >= 1 from d) = exp(-2/9)
-    d4 = final_decay(np.stack([a, b, b.copy()]), np.array([0.5, 0.9, 0.8]), 2.0)
-    assert d4 == pytest.approx([np.exp(-2.0 / 9), 1.0, np.exp(-2.0)])
-    assert final_decay(masks[:1], np.array([0.3]), 2.0).tolist() == [1.0]
-    assert final_decay(masks[:0], np.zeros(0), 2.0).shape == (0,)
+    d4 = final_decay(torch.from_numpy(np.stack([a, b, b.copy()])), t([0.5, 0.9, 0.8]), 2.0)
+    assert d4.tolist() == pytest.approx([np.exp(-2.0 / 9), 1.0, np.exp(-2.0)])
+    assert final_decay(masks[:1], t([0.3]), 2.0).tolist() == [1.0]
+    assert final_decay(masks[:0], torch.zeros(0), 2.0).shape == (0,)
 
 
 @pytest.mark.parametrize("size", [(480, 640), (720, 1280), (37, 53), (481, 851)])
@@ -310,10 +334,8 @@ def test_postprocess_full_resolution_and_order():
                       [1, 2, 3, 4, 5], image=img)
     assert ref.visible_masks[0, :15, :23].all() and not ref.visible_masks[0, 15:, :].any()
     assert not ref.visible_masks[0, :, 23:].any()
-    with pytest.raises(ValueError, match="nms_method"):
-        PostprocessConfig(nms_method="box")
-    with pytest.raises(ValueError, match="does not match"):
-        postprocess(cls, am, vi, np.zeros(3), np.zeros(3), (32, 48), [1, 2, 3, 4, 5], image=img[:20])
+    with pytest.raises(ConfigError, match="nms_method"):        # hard NMS is gone: the setting is refused
+        InferenceConfig().replace(nms_method="hard")
 
 
 def test_occluder_paste_updates_ground_truth():
@@ -372,13 +394,18 @@ def test_predictor_api(tmp_path):
     torch.manual_seed(0)
     cfg = tiny_config()
     p = save_checkpoint(tmp_path / "m.safetensors", AmodalSegModel(cfg), cfg, CLASSES)
-    pred = AmodalPredictor.from_checkpoint(p, device="cpu", score_threshold=0.0, max_instances=3)
+    pred = AmodalPredictor.from_checkpoint(p, device="cpu", config=InferenceConfig(score_threshold=0.0,
+                                                                                   max_instances=3))
     assert pred.device == "cpu" and pred.class_names == CLASSES
+    assert not pred.has_completion and not pred.has_reclassifier and pred.completion_stage is None
     img = np.random.default_rng(0).integers(0, 255, (37, 53, 3), dtype=np.uint8)
     inst = pred.predict(img)
-    assert isinstance(inst, Instances2D) and inst.image_size == (37, 53) and len(inst) <= 3
-    assert set(pred.last_timings_ms) == {"preprocess", "backbone", "decoder", "postprocess", "completion", "reclassify"}
-    pred.score_threshold = 1.01
+    assert isinstance(inst, Instances2D) and inst.image_size == (37, 53) and 1 <= len(inst) <= 3
+    assert set(pred.last_timings_ms) == {"preprocess", "network", "post.score", "post.nms", "post.upsample",
+                                         "post.drop_empty", "post.final_nms", "post.threshold", "post.to_host"}
+    with pytest.raises(ConfigError, match="score_threshold"):
+        pred.config.replace(score_threshold=1.01)
+    pred.set_config(pred.config.replace(score_threshold=1.0))
     assert len(pred.predict(img)) == 0
     for bad in (img.astype(np.float32), img[:, :, 0], img[:, :, :2]):
         with pytest.raises(InvalidInputError):
@@ -423,7 +450,7 @@ def test_postprocess_runner_up_classes_and_alternative_predictions():
     am[0, :4, :4] = 10
     am[1, 4:, 4:] = 10
     inst = postprocess(cls, am, am.copy(), np.zeros(2), np.array([0.1, 0.9]), (16, 16), [1, 2, 3, 4, 5],
-                       PostprocessConfig(score_threshold=0.01))
+                       InferenceConfig(score_threshold=0.01, runner_up_classes=4))
     assert inst.class_ids.tolist() == [2, 1]          # by score
     assert inst.alt_class_ids.shape == (2, 4) and inst.alt_class_ids[1, 0] == 4
     assert not (inst.alt_class_ids == inst.class_ids[:, None]).any()

@@ -13,12 +13,16 @@ import pytest
 import torch
 
 from ros2_amodal_seg.errors import CheckpointError, ConfigError
+from ros2_amodal_seg.model.candidates import RawOutputs
 from ros2_amodal_seg.model.checkpoint import load_checkpoint, save_checkpoint
-from ros2_amodal_seg.model.completion import crop_boxes
+from ros2_amodal_seg.model.crops import crop_boxes
+from ros2_amodal_seg.model.inference_config import InferenceConfig
 from ros2_amodal_seg.model.model import AmodalSegModel
-from ros2_amodal_seg.model.postprocess import PostprocessConfig, postprocess
+from ros2_amodal_seg.model.ops import TORCH_KERNELS_ENV
+from ros2_amodal_seg.model.postprocess import PostProcessor
 from ros2_amodal_seg.model.predictor import AmodalPredictor
-from ros2_amodal_seg.model.reclassify import PLANES, Reclassifier, ReclassifierNet, ReclassifyConfig, reclassify_inputs
+from ros2_amodal_seg.model.reclassify import (PLANES, ReclassifierNet, ReclassifyConfig, ReclassifyStage,
+                                              reclassify_inputs)
 from ros2_amodal_seg.model.reclassify_train import (ClassCrops, ReclassifyTrainConfig, cache_file,
                                                     evaluate_class_crops, train_reclassifier_net)
 from ros2_amodal_seg.model.upsample import softmax
@@ -26,7 +30,7 @@ from test_model_helpers import rect, scene, tiny_config
 
 CLASSES = {1: "box", 2: "cylinder", 3: "sphere", 4: "cone", 5: "torus"}
 SMALL = ReclassifyConfig(enabled=True, crop_size=16, channels=(4, 8, 8, 8), hidden=8)
-SMALL_Q = dataclasses.replace(SMALL, quality=True, quality_weight=1.0)
+SMALL_Q = dataclasses.replace(SMALL, quality=True)
 
 
 def test_untrained_network_keeps_the_query_distribution_and_config_is_checked():
@@ -41,12 +45,14 @@ def test_untrained_network_keeps_the_query_distribution_and_config_is_checked():
     both = q(torch.rand(4, len(PLANES), 16, 16), feats)
     assert both.shape == (4, 6)
     torch.testing.assert_close(torch.softmax(both[:, :5], 1), torch.from_numpy(dist).float(), atol=1e-5, rtol=0)
-    for bad in ({"crop_size": 24}, {"channels": (4, 8, 8)}, {"context": 3.0}, {"hidden": 2}, {"quality_weight": 1.5}):
+    for bad in ({"crop_size": 24}, {"channels": (4, 8, 8)}, {"context": 3.0}, {"hidden": 2}):
         with pytest.raises(ConfigError):
             ReclassifyConfig(**bad)
+    with pytest.raises(ConfigError, match="quality_weight"):      # the weight is an inference setting now
+        InferenceConfig(quality_weight=1.5)
 
 
-def test_inputs_by_hand():
+def test_inputs_by_hand(monkeypatch):
     """A 40 x 40 image, two squares: A (rows/cols 10..19) partly behind B (rows/cols 15..29)."""
     H = W = 40
     img = np.zeros((H, W, 3), np.uint8)
@@ -60,7 +66,7 @@ def test_inputs_by_hand():
     assert x.planes.shape == (2, len(PLANES), 16, 16) and x.features.shape == (2, 7)
     # A's box: side ceil(10 * 1.6) = 16, centred on 10..20 -> (7, 7, 16): one image pixel per crop pixel
     np.testing.assert_array_equal(x.boxes[0], (7, 7, 16))
-    np.testing.assert_array_equal(x.boxes, crop_boxes(am, cfg))
+    np.testing.assert_array_equal(x.boxes, crop_boxes(am, cfg.crops))
     np.testing.assert_allclose(x.planes[0, 0], img[7:23, 7:23, 0] / 255.0, atol=1e-6)
     np.testing.assert_allclose(x.planes[0, 2], 200 / 255.0, atol=1e-6)
     np.testing.assert_array_equal(x.planes[0, 3], am[0, 7:23, 7:23])
@@ -81,9 +87,18 @@ def test_inputs_by_hand():
     assert 0 < edge.planes[0, 6].mean() < 1
     with pytest.raises(ValueError):
         reclassify_inputs(img[:30], am, vis, np.ones((2, 5)), np.ones(2), np.zeros(2), cfg)
+    # tensors in -> tensors out; the torch kernels (the GPU path) cut the same crops
+    args = [torch.from_numpy(np.asarray(a)) for a in (img, am, vis, [[2.0, 0, 0, 0, 2.0], [0, 0, 0, 0, 0]],
+                                                      [0.9, 0.4], [0.25, 0.0])]
+    monkeypatch.setenv(TORCH_KERNELS_ENV, "1")
+    t = reclassify_inputs(*args, cfg)
+    assert isinstance(t.planes, torch.Tensor)
+    np.testing.assert_array_equal(t.boxes.numpy(), x.boxes)
+    np.testing.assert_allclose(t.planes.numpy(), x.planes, atol=1e-5)
+    np.testing.assert_allclose(t.features.numpy(), x.features, atol=1e-6)
 
 
-def _two_objects():
+def _two_objects() -> RawOutputs:
     """Raw outputs of two separate objects on a 16 x 16 grid: A class 0 (p 0.6) / class 1 (0.3),
     B class 1."""
     g = np.full((2, 16, 16), -8.0, np.float32)
@@ -91,27 +106,36 @@ def _two_objects():
     amodal[0, 2:7, 2:7] = visible[0, 2:7, 2:7] = 8.0
     amodal[1, 9:14, 9:14] = visible[1, 9:14, 9:14] = 8.0
     cls = np.log(np.array([[0.6, 0.3, 0.05, 0.02, 0.02, 0.01], [0.01, 0.95, 0.01, 0.01, 0.01, 0.01]], np.float32))
-    return (cls, amodal, visible, np.array([0.3, 0.0], np.float32), np.array([1.0, 0.0], np.float32), (64, 64),
-            [1, 2, 3, 4, 5])
+    return RawOutputs.from_arrays([cls, amodal, visible, np.array([0.3, 0.0], np.float32),
+                                   np.array([1.0, 0.0], np.float32)])
+
+
+#: a flat 64 x 64 image (the objects' masks are 4x their 16 x 16 grid)
+IMAGE = torch.full((64, 64, 3), 100, dtype=torch.uint8)
+
+
+def postprocess(cfg: InferenceConfig, reclassify: ReclassifyStage | None = None):
+    """The two objects through the post-processing (all runner-up classes reported)."""
+    post = PostProcessor(cfg.replace(runner_up_classes=4), [1, 2, 3, 4, 5], reclassify=reclassify)
+    return post(_two_objects(), IMAGE)[0]
 
 
 def test_postprocess_shares_the_score_mass_over_the_re_read_classes():
-    args = _two_objects()
-    img = np.full((64, 64, 3), 100, np.uint8)
-    cfg = PostprocessConfig(score_threshold=0.1, refine=False)
-    plain = postprocess(*args, cfg=cfg, image=img)
+    cfg = InferenceConfig(score_threshold=0.1)
+    plain = postprocess(cfg)
     seen = []
 
     def run(planes, features):                # A -> class 2 for sure; B -> split evenly over classes 1 and 4
-        seen.append(features.copy())
-        out = np.full((len(planes), 5), -30.0, np.float32)
-        a = int(np.argmax(features[:, 0]))
+        seen.append(features.clone())
+        out = torch.full((len(planes), 5), -30.0)
+        a = int(torch.argmax(features[:, 0]))
         out[a, 2] = 0.0
         out[1 - a, [1, 4]] = 0.0
         return out
 
-    done = postprocess(*args, cfg=cfg, image=img, reclassifier=Reclassifier(SMALL, 5, run))
+    done = postprocess(cfg, ReclassifyStage(SMALL, 5, 1.0, run))
     assert len(seen) == 1 and seen[0].shape == (2, 7)
+    seen = [f.numpy() for f in seen]
     np.testing.assert_allclose(seen[0][:, :5].sum(1), 1.0, atol=1e-6)
     np.testing.assert_allclose(sorted(seen[0][:, 6]), [0.0, 0.3], atol=1e-6)      # occlusion rates
     ia, ib = int(np.argmax(plain.class_ids == 1)), int(np.argmax(plain.class_ids == 2))
@@ -127,40 +151,39 @@ def test_postprocess_shares_the_score_mass_over_the_re_read_classes():
     assert {int(done.class_ids[ib]), int(done.alt_class_ids[ib, 0])} == {2, 5}
     assert done.alt_scores[ib, 0] == pytest.approx(mass_b / 2, rel=1e-4)
     # a threshold above B's halved score drops B (the threshold bounds the reported class's score)
-    high = PostprocessConfig(score_threshold=float(mass_b) * 0.6, refine=False)
-    kept = postprocess(*args, cfg=high, image=img, reclassifier=Reclassifier(SMALL, 5, run))
-    assert len(postprocess(*args, cfg=high, image=img)) == 2 and len(kept) == 1 and kept.class_ids[0] == 3
-    with pytest.raises(ValueError, match="image"):
-        postprocess(*args, cfg=cfg, reclassifier=Reclassifier(SMALL, 5, run))
+    high = InferenceConfig(score_threshold=float(mass_b) * 0.6)
+    kept = postprocess(high, ReclassifyStage(SMALL, 5, 1.0, run))
+    assert len(postprocess(high)) == 2 and len(kept) == 1 and kept.class_ids[0] == 3
+    # switched off in the configuration, the stage is not run
+    seen.clear()
+    off = postprocess(cfg.replace(reclassify=False), ReclassifyStage(SMALL, 5, 1.0, run))
+    assert not seen and off.class_ids.tolist() == plain.class_ids.tolist()
 
 
 def test_postprocess_puts_the_predicted_iou_in_place_of_the_mask_quality():
     """Two crisp separate objects (mask quality ~1, no NMS decay): with w = 1 a score is the
     re-read class share times the predicted IoU; w = 0.5 uses its square root."""
-    args = _two_objects()
-    img = np.full((64, 64, 3), 100, np.uint8)
-    cfg = PostprocessConfig(score_threshold=0.05, refine=False)
+    cfg = InferenceConfig(score_threshold=0.05)
 
     def run(planes, features):                 # classes as the query has them; IoU 0.5 for A, 0.9 for B
-        out = np.log(np.maximum(features[:, :5], 1e-9))
-        iou = np.where(features[:, 0] > 0.5, 0.5, 0.9)
-        return np.concatenate([out, np.log(iou / (1 - iou))[:, None]], 1).astype(np.float32)
+        out = torch.log(features[:, :5].clamp_min(1e-9))
+        iou = torch.where(features[:, 0] > 0.5, 0.5, 0.9)
+        return torch.cat([out, torch.log(iou / (1 - iou))[:, None]], 1).float()
 
-    plain = postprocess(*args, cfg=cfg, image=img, reclassifier=Reclassifier(SMALL, 5, lambda p, f: run(p, f)[:, :5]))
-    q1 = postprocess(*args, cfg=cfg, image=img, reclassifier=Reclassifier(SMALL_Q, 5, run))
-    half = dataclasses.replace(SMALL_Q, quality_weight=0.5)
-    q05 = postprocess(*args, cfg=cfg, image=img, reclassifier=Reclassifier(half, 5, run))
+    plain = postprocess(cfg, ReclassifyStage(SMALL, 5, 1.0, lambda p, f: run(p, f)[:, :5]))
+    q1 = postprocess(cfg, ReclassifyStage(SMALL_Q, 5, 1.0, run))
+    q05 = postprocess(cfg, ReclassifyStage(SMALL_Q, 5, 0.5, run))
     ia = int(np.argmax(plain.class_ids == 1))
     expect = np.where(np.arange(len(plain)) == ia, 0.5, 0.9)
     np.testing.assert_allclose(q1.scores, plain.scores * expect, rtol=1e-3)            # mask quality 0.9997
     np.testing.assert_allclose(q1.alt_scores, plain.alt_scores * expect[:, None], rtol=1e-3, atol=1e-9)
     np.testing.assert_allclose(q05.scores, plain.scores * np.sqrt(expect), rtol=1e-3)
     np.testing.assert_array_equal(q1.amodal_masks, plain.amodal_masks)
-    high = PostprocessConfig(score_threshold=float(plain.scores[ia]) * 0.7, refine=False)   # A drops, B stays
-    kept = postprocess(*args, cfg=high, image=img, reclassifier=Reclassifier(SMALL_Q, 5, run))
+    high = InferenceConfig(score_threshold=float(plain.scores[ia]) * 0.7)   # A drops, B stays
+    kept = postprocess(high, ReclassifyStage(SMALL_Q, 5, 1.0, run))
     assert len(kept) == 1 and kept.class_ids[0] == 2
     with pytest.raises(ValueError, match="expected"):     # a network without the head in a quality config
-        postprocess(*args, cfg=cfg, image=img, reclassifier=Reclassifier(SMALL_Q, 5, lambda p, f: run(p, f)[:, :5]))
+        postprocess(cfg, ReclassifyStage(SMALL_Q, 5, 1.0, lambda p, f: run(p, f)[:, :5]))
 
 
 def _texture_crops(n: int, rng: np.random.Generator, size: int = 16) -> ClassCrops:
@@ -240,14 +263,15 @@ def test_checkpoint_with_reclassifier_round_trips_and_runs_in_the_predictor(tmp_
         torch.testing.assert_close(a, b)
     with pytest.raises(CheckpointError):
         load_checkpoint(ckpt, expected_config=dataclasses.replace(cfg, reclassify=ReclassifyConfig()))
-    pred = AmodalPredictor.from_checkpoint(ckpt, "cpu", score_threshold=0.0)
-    assert isinstance(pred.reclassifier, Reclassifier)
+    pred = AmodalPredictor.from_checkpoint(ckpt, "cpu", config=InferenceConfig(score_threshold=0.0,
+                                                                               runner_up_classes=4))
+    assert pred.has_reclassifier and not pred.has_completion
     img = np.ascontiguousarray(np.kron(scene(5)[0], np.ones((3, 3, 1), np.uint8)))
     with_r = pred.predict(img)
-    assert pred.last_timings_ms["reclassify"] > 0
-    pred.reclassify = False
+    assert pred.last_timings_ms["post.reclassify"] > 0
+    pred.set_config(pred.config.replace(reclassify=False))
     without = pred.predict(img)
-    assert pred.last_timings_ms["reclassify"] == 0
+    assert "post.reclassify" not in pred.last_timings_ms
     assert len(with_r) == len(without) > 1                  # threshold 0: nobody dropped
     np.testing.assert_array_equal(with_r.amodal_masks, without.amodal_masks)
     assert not np.array_equal(with_r.class_ids, without.class_ids) or not np.allclose(with_r.scores, without.scores)
@@ -256,7 +280,7 @@ def test_checkpoint_with_reclassifier_round_trips_and_runs_in_the_predictor(tmp_
                                    without.scores + without.alt_scores.sum(1), rtol=1e-4)
     # old checkpoints (no reclassify entry) load with none
     plain = save_checkpoint(tmp_path / "p.safetensors", AmodalSegModel(tiny_config()), tiny_config(), CLASSES)
-    assert AmodalPredictor.from_checkpoint(plain, "cpu").reclassifier is None
+    assert not AmodalPredictor.from_checkpoint(plain, "cpu").has_reclassifier
 
 
 def test_train_reclassifier_run_collects_per_folder_and_writes_a_checkpoint(tmp_path):

@@ -230,22 +230,35 @@ def test_every_frame_is_processed_or_counted_as_dropped(harness, world_frame):
 
 def test_parameters_validated_and_applied_at_run_time(harness):
     node = harness.node
-    bad = [Parameter("score_threshold", value=1.5), Parameter("device", value="cuda"),
+    bad = [Parameter("inference.score_threshold", value=1.5), Parameter("device", value="cuda"),
            Parameter("T_camera_lidar", value=[1.0] * 15), Parameter("bev_x_range", value=[5.0, 1.0]),
-           Parameter("fusion_preset", value="moon"), Parameter("final_nms_sigma", value=-1.0)]
+           Parameter("fusion_preset", value="moon"), Parameter("inference.final_nms_sigma", value=-1.0),
+           Parameter("inference.precision", value="fp16"), Parameter("sync_cloud_cache_size", value=0),
+           Parameter("max_cloud_points", value=10)]
     for p in bad:
         res = node.set_parameters([p])[0]
         assert not res.successful and res.reason, p.name
-    assert node.get_parameter("score_threshold").value == 0.0
-    res = node.set_parameters([Parameter("score_threshold", value=0.25), Parameter("max_instances", value=3),
-                               Parameter("final_nms_sigma", value=0.5)])
+    assert node.get_parameter("inference.score_threshold").value == 0.0
+    before = node.processor.predictor.config
+    res = node.set_parameters([Parameter("inference.score_threshold", value=0.25),
+                               Parameter("inference.max_instances", value=3),
+                               Parameter("inference.final_nms_sigma", value=0.5),
+                               Parameter("inference.complete_hidden", value=False),
+                               Parameter("sync_cloud_wait_s", value=0.3), Parameter("max_cloud_points", value=5000)])
     assert all(r.successful for r in res)
-    pred = node.processor.predictor
-    assert (pred.score_threshold, pred.max_instances, pred.final_nms_sigma) == (0.25, 3, 0.5)
+    cfg = node.processor.predictor.config               # one new config, swapped in at once
+    assert cfg == before.replace(score_threshold=0.25, max_instances=3, final_nms_sigma=0.5, complete_hidden=False)
+    assert node.sync.config.cloud_wait_s == 0.3 and node.gate.limits.max_cloud_points == 5000
     res = node.set_parameters([Parameter("bev_resolution", value=0.5)])[0]
     assert res.successful and node.processor.fusion_config.bev.resolution == 0.5
-    node.set_parameters([Parameter("score_threshold", value=0.0), Parameter("max_instances", value=5),
-                         Parameter("bev_resolution", value=0.0)])
+    res = node.set_parameters([Parameter("publish_overlay", value=False)])[0]
+    assert res.successful and node.outputs.overlay is False
+    node.set_parameters([Parameter("inference.score_threshold", value=0.0), Parameter("inference.max_instances", value=5),
+                         Parameter("inference.final_nms_sigma", value=before.final_nms_sigma),
+                         Parameter("inference.complete_hidden", value=True), Parameter("bev_resolution", value=0.0),
+                         Parameter("publish_overlay", value=True), Parameter("sync_cloud_wait_s", value=1.0),
+                         Parameter("max_cloud_points", value=1_000_000)])
+    assert node.processor.predictor.config == before
     assert node.processor.fusion_config.bev.resolution == pytest.approx(0.2)
 
 
@@ -260,7 +273,7 @@ def test_lifecycle_frees_the_model_and_incompatible_qos_is_reported(world_frame,
             h.peer.create_subscription(AmodalInstanceArray, "/amodal_seg/instances", lambda m: None,
                                        QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                                                   durability=DurabilityPolicy.TRANSIENT_LOCAL))
-            h.wait_for(lambda: node.counters.get("qos_incompatible") >= 1, 15.0, "incompatible QoS event")
+            h.wait_for(lambda: node.health.counters.get("qos_incompatible") >= 1, 15.0, "incompatible QoS event")
             node.trigger_deactivate()
             assert not node.processor.loaded and not node._active
             n0 = h.count("instances")
@@ -317,7 +330,7 @@ def test_compressed_image_input(world_frame, small_ckpt):
             bad = CompressedImage(format="jpeg", data=b"not an image")
             bad.header = conv.make_header(T0 + 100 * MS, "camera_optical_frame")
             pub.publish(bad)
-            h.wait_for(lambda: h.node.counters.get("bad_image") >= 1, 10.0, "undecodable image counted")
+            h.wait_for(lambda: h.node.health.counters.get("bad_image") >= 1, 10.0, "undecodable image counted")
         finally:
             h.close()
             rclpy.shutdown(context=ctx)

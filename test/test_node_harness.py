@@ -44,7 +44,8 @@ def make_small_checkpoint(path) -> str:
 class Harness:
     """``Harness(context, params)``: the node under test + a peer; ``close()`` when done."""
 
-    def __init__(self, context, params: dict, node_name: str = "amodal_seg", wait_image_sub: bool = True) -> None:
+    def __init__(self, context, params: dict, node_name: str = "amodal_seg", wait_image_sub: bool = True,
+                 wait_cloud_sub: bool = True) -> None:
         from ros2_amodal_seg.ros.node import AmodalSegNode
 
         self.ctx = context
@@ -67,10 +68,11 @@ class Harness:
         self._spin = threading.Thread(target=self._spin_loop, daemon=True)
         self._running = True
         self._spin.start()
-        pubs = (self.pub_image, self.pub_info, self.pub_cloud) if wait_image_sub else (self.pub_info, self.pub_cloud)
+        pubs = [p for p, wait in ((self.pub_image, wait_image_sub), (self.pub_info, True),
+                                  (self.pub_cloud, wait_cloud_sub)) if wait]
         self.wait_for(lambda: all(p.get_subscription_count() >= 1 for p in pubs), 15.0,
                       "node subscriptions not matched")
-        self.wait_for(lambda: self.node._pubs and self.node._pubs["instances"].get_subscription_count() >= 1, 15.0,
+        self.wait_for(lambda: self.node._pubs and self.node._pubs.pubs["instances"].get_subscription_count() >= 1, 15.0,
                       "output subscriptions not matched")
 
     def _spin_loop(self) -> None:
@@ -146,7 +148,7 @@ class Harness:
 
 def frame_params(frame, ckpt: str, **extra) -> dict:
     """Node parameters for a rendered frame: extrinsics from the world, CPU, all detections."""
-    p = {"checkpoint": ckpt, "device": "cpu", "score_threshold": 0.0, "max_instances": 5,
+    p = {"checkpoint": ckpt, "device": "cpu", "inference.score_threshold": 0.0, "inference.max_instances": 5,
          "T_camera_lidar": [float(v) for v in np.asarray(frame.T_camera_lidar).ravel()],
          "T_base_camera": [float(v) for v in np.asarray(frame.T_base_camera).ravel()],
          "sync_cloud_wait_s": 1.0, "sync_max_frame_age_s": 30.0, "diagnostics_period_s": 0.5,

@@ -9,6 +9,8 @@ import pytest
 
 from ros2_amodal_seg.errors import ConfigError, GeometryError, InvalidInputError
 from ros2_amodal_seg.runtime import overlay as ov
+from ros2_amodal_seg.model.inference_config import InferenceConfig
+from ros2_amodal_seg.runtime import params as P
 from ros2_amodal_seg.runtime.params import PARAMS, check_transform, check_value
 from ros2_amodal_seg.runtime.processor import (FrameInput, FrameProcessor, ProcessorConfig,
                                                fusion_config_from_params)
@@ -106,13 +108,14 @@ def test_sync_time_jump_resets_caches():
     assert s.add_cloud(T0 + 20 * MS, "c4", now=0.3) is False and s.resets == 1
 
 
-def test_sync_without_a_lidar_stream_images_stop_waiting():
+def test_sync_without_clouds_configured_images_do_not_wait():
+    s = FrameSync(config=SyncConfig(cloud_wait_s=5.0, use_clouds=False))
+    s.add_image(T0, 0, now=0.0)
+    f = s.poll(now=0.0)                               # no LiDAR to wait for
+    assert f is not None and f.image == 0 and f.cloud is None
     s = FrameSync(config=SyncConfig(cloud_wait_s=5.0))
     s.add_image(T0, 0, now=0.0)
-    assert s.poll(now=0.5) is None                    # the LiDAR may still be starting
-    s.add_image(T0 + 1_100 * MS, 1, now=1.1)
-    f = s.poll(now=1.1)                               # no cloud for 1 s: no stream to wait for
-    assert f is not None and f.image == 1 and f.cloud is None
+    assert s.poll(now=4.9) is None                    # with a LiDAR: an image waits up to cloud_wait_s
 
 
 def test_sync_wait_ready_blocks_until_cloud_arrives():
@@ -225,9 +228,12 @@ class FakePredictor:
     class_names = {1: "box", 2: "cylinder", 3: "sphere", 4: "cone", 5: "torus"}
 
     def __init__(self):
-        self.score_threshold, self.max_instances, self.nms_iou, self.final_nms_sigma = 0.5, 50, 0.6, 2.0
-        self.last_timings_ms = {"backbone": 1.0}
+        self.config = InferenceConfig()
+        self.last_timings_ms = {"network": 1.0}
         self.closed = False
+
+    def set_config(self, cfg):
+        self.config = cfg
 
     def predict(self, rgb):
         H, W = rgb.shape[:2]
@@ -258,16 +264,14 @@ def test_processor_2d_only_without_intrinsics():
     a, b = out.instances.instances
     assert np.isnan(a.depth_m) and (a.depth_rank, b.depth_rank) == (0, 1)   # order from masks + model
     assert b.occluded_by == [1] and out.graph.order == [1, 2]
-    p.set_thresholds(score_threshold=0.3, max_instances=7)
-    assert (fp.score_threshold, fp.max_instances) == (0.3, 7)
-    with pytest.raises(ConfigError):
-        p.set_thresholds(score_threshold=2.0)
-    p.set_thresholds(final_nms_sigma=0.0)
-    assert fp.final_nms_sigma == 0.0
+    assert out.timings_ms["model.network"] == 1.0
+    p.set_inference_config(fp.config.replace(score_threshold=0.3, max_instances=7))
+    assert (fp.config.score_threshold, fp.config.max_instances) == (0.3, 7) and p.inference_config is fp.config
+    assert p.config.inference is fp.config                 # kept for the next load
     for bad in (-1.0, float("nan"), float("inf")):
         with pytest.raises(ConfigError, match="final_nms_sigma"):
-            p.set_thresholds(final_nms_sigma=bad)
-    assert fp.final_nms_sigma == 0.0
+            p.set_inference_config(fp.config.replace(final_nms_sigma=bad))
+    assert fp.config.final_nms_sigma == 2.0
     p.unload()
     assert fp.closed and not p.loaded
 
@@ -323,10 +327,34 @@ def test_param_checks():
     with pytest.raises(GeometryError):
         check_transform("T", bad.ravel())
     with pytest.raises(ConfigError):
-        check_value("score_threshold", 1.5)
+        check_value("inference.score_threshold", 1.5)
+    with pytest.raises(ConfigError):
+        check_value("inference.complete_hidden", 1)
+    with pytest.raises(ConfigError):
+        check_value("inference.precision", "int8")
     with pytest.raises(ConfigError):
         check_value("device", "tpu")
     with pytest.raises(ConfigError):
         check_value("bev_x_range", [5.0, 1.0])
     for spec in PARAMS:            # every default passes its own check
         check_value(spec.name, list(spec.default) if isinstance(spec.default, tuple) else spec.default)
+
+
+def test_parameter_groups_build_their_configs_and_refuse_bad_changes():
+    values = {p.name: (list(p.default) if isinstance(p.default, tuple) else p.default) for p in PARAMS}
+    assert set(P.GROUPS) == {p.group for p in PARAMS}
+    assert {n[len("inference."):] for n in P.names_in("inference")} == set(InferenceConfig().to_dict())
+    got = P.changed_configs(values, ["sync_cloud_wait_s", "inference.max_instances", "base_frame"])
+    assert set(got) == {"sync", "inference", "fusion"}       # base_frame: the fusion config's frame
+    assert got["sync"] == SyncConfig() and got["inference"] == InferenceConfig()
+    assert got["fusion"].base_frame == "base_link"
+    values.update({"base_frame": "odom", "inference.score_threshold": 0.7, "max_cloud_points": 2000})
+    got = P.changed_configs(values, ["base_frame", "inference.score_threshold", "max_cloud_points"])
+    assert got["fusion"].base_frame == "odom" and got["fusion"].bev.frame_id == "odom"
+    assert got["inference"].score_threshold == 0.7 and got["inputs"].max_cloud_points == 2000
+    assert P.changed_configs(values, ["publish_overlay"]) == {}   # no config dataclass: the node's own
+    for name, bad in (("sync_cloud_cache_size", 0), ("inference.final_nms_sigma", -1.0), ("bev_y_range", [3.0, 1.0]),
+                      ("max_cloud_points", 5)):
+        with pytest.raises((ConfigError, GeometryError)):
+            P.changed_configs({**values, name: bad}, [name])
+

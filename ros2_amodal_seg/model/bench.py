@@ -40,17 +40,18 @@ def build_hf_mask2former():
     return Mask2FormerForUniversalSegmentation(Mask2FormerConfig(backbone_config=bc, num_labels=5)).eval()
 
 
-def run_bench(checkpoint: str | None = None, device: str = "auto", iters: int = 10, warmup: int = 2,
-              compare_hf: bool = True, json_out: str | None = None, score_threshold: float = 0.5,
-              image: str | None = None, complete_hidden: bool = True, completion_flip: bool | None = None,
-              reclassify: bool = True) -> dict:
+def run_bench(checkpoint: str | None = None, device: str = "auto", config=None, iters: int = 10, warmup: int = 2,
+              compare_hf: bool = True, json_out: str | None = None, image: str | None = None) -> dict:
     """Median per-stage latency of the predictor on one frame (``image``, else a rendered street
-    scene, else noise when the world cannot render), optionally against HF Mask2Former."""
+    scene, else noise when the world cannot render), optionally against HF Mask2Former.
+
+    Args:
+        config: the :class:`~ros2_amodal_seg.model.inference_config.InferenceConfig` (None: the
+            checkpoint's own).
+    """
     dev = resolve_device(device)
     path = Path(checkpoint) if checkpoint else DEFAULT_CHECKPOINT
-    p = AmodalPredictor.from_checkpoint(path, device=str(dev), score_threshold=score_threshold,
-                                        completion_flip=completion_flip, reclassify=reclassify)
-    p.complete_hidden = complete_hidden
+    p = AmodalPredictor.from_checkpoint(path, device=str(dev), config=config)
     img = read_rgb(image) if image else _bench_image()
     for _ in range(warmup):
         p.predict(img)
@@ -58,17 +59,16 @@ def run_bench(checkpoint: str | None = None, device: str = "auto", iters: int = 
     for _ in range(iters):
         p.predict(img)
         rows.append(p.last_timings_ms)
-    ours = {k: float(np.median([r[k] for r in rows])) for k in rows[0]}
+    ours = {k: float(np.median([r.get(k, 0.0) for r in rows])) for k in rows[0]}
     ours["total"] = float(np.median([sum(r.values()) for r in rows]))
-    res: dict = {"device": str(dev), "score_threshold": score_threshold, "instances": len(p.predict(img)), "torch_threads": torch.get_num_threads(), "image": list(img.shape[:2]),
-                 "image_file": image, "complete_hidden": complete_hidden,
-                 "reclassify": reclassify and p.reclassifier is not None,
-                 "completion_flip": None if p.completer is None else p.completer.cfg.flip_average,
+    res: dict = {"device": str(dev), "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
+                 "instances": len(p.predict(img)), "torch_threads": torch.get_num_threads(),
+                 "image": list(img.shape[:2]), "image_file": image, "config": p.config.to_dict(),
                  "checkpoint": str(path), "ours_ms": ours, "iters": iters}
-    print(f"amodal-seg model on {dev} ({torch.get_num_threads()} threads), {img.shape[1]}x{img.shape[0]}, median of {iters}, "
-          f"{res['instances']} instances at score >= {score_threshold}:")
+    print(f"amodal-seg model on {dev} ({torch.get_num_threads()} threads), {img.shape[1]}x{img.shape[0]}, median of "
+          f"{iters}, {res['instances']} instances at score >= {p.config.score_threshold}:")
     for k, v in ours.items():
-        print(f"  {k:>12}: {v:8.1f} ms")
+        print(f"  {k:>18}: {v:8.1f} ms")
     if compare_hf:
         import transformers  # noqa: PLC0415
 

@@ -2,6 +2,7 @@
 
 ``<stem>.safetensors`` holds the state dict (float32 or float16); ``<stem>.json`` holds
 the classes, the internal input size, the normalisation, the full model config, the
+inference settings it runs with by default (``inference``, an ``InferenceConfig``), the
 backbone and the file its weights were initialised from (``backbone_init``: name, file,
 sha256 and package of pretrained weights, or null for a random init) and versions.
 Loading checks everything and raises :class:`CheckpointError` with a clear
@@ -18,6 +19,7 @@ import torch
 from torch import nn
 
 from ros2_amodal_seg.errors import CheckpointError, ConfigError
+from ros2_amodal_seg.model.inference_config import InferenceConfig
 from ros2_amodal_seg.model.model import AmodalSegModel, ModelConfig
 from ros2_amodal_seg.version import __version__
 
@@ -54,6 +56,7 @@ def save_checkpoint(path: str | Path, model: nn.Module, cfg: ModelConfig, classe
         "backbone": cfg.backbone.name, "backbone_init": cfg.backbone.pretrained_record(),
         **(extra or {}),
     }
+    meta.setdefault("inference", InferenceConfig().to_dict())   # the settings it runs with by default
     meta_path(path).write_text(json.dumps(meta, indent=1))
     return path
 

@@ -24,6 +24,40 @@ def non_negative_float(text: str) -> float:
     return v
 
 
+def add_inference_args(p: argparse.ArgumentParser) -> None:
+    """``--config FILE`` and ``--set key=value``: the inference settings of a command (one flag for all
+    of them instead of one flag per knob; see config/inference.yaml for the keys)."""
+    p.add_argument("--config", metavar="FILE", default=None,
+                   help="inference settings (config/inference.yaml layout); default: the checkpoint's own")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                   help="change one inference setting, e.g. --set score_threshold=0.3 --set reclassify=false "
+                        "(repeatable; keys and meanings: config/inference.yaml)")
+
+
+def inference_config_from_args(args: argparse.Namespace, checkpoint_meta: dict | None = None, **defaults):
+    """The :class:`~ros2_amodal_seg.model.inference_config.InferenceConfig` of a command: the checkpoint's
+    own, then ``defaults`` (the command's, e.g. a low score threshold for ``predict``), then ``--config``,
+    then every ``--set``."""
+    from ros2_amodal_seg.model.inference_config import load_inference_config  # noqa: PLC0415
+    from ros2_amodal_seg.model.predictor import inference_default  # noqa: PLC0415
+
+    cfg = inference_default(checkpoint_meta or {}).replace(**defaults)
+    return load_inference_config(checkpoint_meta={"inference": cfg.to_dict()}, path=args.config,
+                                 overrides=args.overrides)
+
+
+def _checkpoint_meta(checkpoint: str | None, onnx: str | None = None) -> dict:
+    """The metadata of the checkpoint a command runs (the shipped one by default; an ONNX export's own)."""
+    if onnx:
+        from ros2_amodal_seg.model.export import OnnxNetworks  # noqa: PLC0415
+
+        return OnnxNetworks(onnx).meta
+    from ros2_amodal_seg.model.checkpoint import read_metadata  # noqa: PLC0415
+    from ros2_amodal_seg.model.predictor import DEFAULT_CHECKPOINT  # noqa: PLC0415
+
+    return read_metadata(checkpoint or DEFAULT_CHECKPOINT)
+
+
 def _default_cfg(name: str) -> str | None:
     p = REPO_CONFIG / name
     return str(p) if p.is_file() else None
@@ -94,15 +128,16 @@ def _train_reclassifier(args: argparse.Namespace) -> int:
     return 0
 
 
+#: ``predict`` keeps low-scored instances too (a complete precision-recall curve), unless --config / --set say otherwise
+PREDICT_SCORE_THRESHOLD = 0.05
+
+
 def _predict(args: argparse.Namespace) -> int:
     from ros2_amodal_seg.model.predict import predict_to_file  # noqa: PLC0415
 
-    preds = predict_to_file(args.dataset, args.out, args.checkpoint, args.device, args.score_threshold,
-                            args.max_instances, args.nms_iou, onnx=args.onnx, refine_masks=not args.no_refine,
-                            nms_method=args.nms_method, complete_hidden=not args.no_completion,
-                            completion_flip=False if args.no_completion_flip else None,
-                            classes_per_instance=args.classes_per_instance, reclassify=not args.no_reclassify,
-                            final_nms_sigma=args.final_nms_sigma)
+    cfg = inference_config_from_args(args, _checkpoint_meta(args.checkpoint, args.onnx),
+                                     score_threshold=PREDICT_SCORE_THRESHOLD)
+    preds = predict_to_file(args.dataset, args.out, args.checkpoint, args.device, cfg, onnx=args.onnx)
     print(f"wrote {len(preds)} predictions to {args.out}")
     return 0
 
@@ -136,15 +171,17 @@ def _export(args: argparse.Namespace) -> int:
 def _bench(args: argparse.Namespace) -> int:
     from ros2_amodal_seg.model.bench import run_bench  # noqa: PLC0415
 
-    run_bench(args.checkpoint, args.device, args.iters, args.warmup, compare_hf=not args.no_hf, json_out=args.json,
-              score_threshold=args.score_threshold, image=args.image, complete_hidden=not args.no_completion,
-              completion_flip=False if args.no_completion_flip else None, reclassify=not args.no_reclassify)
+    cfg = inference_config_from_args(args, _checkpoint_meta(args.checkpoint))
+    res = run_bench(args.checkpoint, args.device, cfg, args.iters, args.warmup, compare_hf=not args.no_hf,
+                    json_out=args.json, image=args.image)
+    if args.record:
+        from ros2_amodal_seg.benchmarks import record  # noqa: PLC0415
+
+        print(f"recorded as {record(args.record, res)}")
     return 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from ros2_amodal_seg.model.postprocess import NMS_METHODS, PostprocessConfig  # noqa: PLC0415  (no torch)
-
     f = argparse.ArgumentDefaultsHelpFormatter
     p = sub.add_parser("train", help="train the amodal segmentation model", formatter_class=f,
                        description="Train on one or more datasets (any layout the loader reads). Runs as DDP "
@@ -223,33 +260,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--train-config", default=_default_cfg("train.yaml"), help="training YAML (its reclassify section)")
     p.set_defaults(func=_train_reclassifier)
 
-    p = sub.add_parser("predict", help="predict a dataset to a formats.md JSON", formatter_class=f)
+    p = sub.add_parser("predict", help="predict a dataset to a formats.md JSON", formatter_class=f,
+                       description="Predict every image of a dataset. The inference settings are the checkpoint's "
+                                   "own, with score_threshold lowered to 0.05 (a complete precision-recall curve), "
+                                   "then --config, then each --set. Each instance is written under its class and "
+                                   "its runner_up_classes runner-up classes (same masks, lower scores, marked "
+                                   "'alt_of'), as Mask2Former is scored for COCO AP; --set runner_up_classes=0 "
+                                   "gives one entry per instance.")
     p.add_argument("dataset", help="dataset JSON / directory")
     p.add_argument("--out", required=True, help="prediction JSON to write")
     p.add_argument("--checkpoint", default=None, help="weights (.safetensors); default: the shipped model")
     p.add_argument("--onnx", default=None, help="use this ONNX model with ONNX Runtime instead of torch")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--score-threshold", type=float, default=0.05, help="low keeps the AP curve complete")
-    p.add_argument("--max-instances", type=int, default=50)
-    p.add_argument("--nms-method", choices=NMS_METHODS, default=PostprocessConfig.nms_method,
-                   help="matrix: decay a duplicate's score (SOLOv2 Matrix NMS); hard: greedy suppression")
-    p.add_argument("--nms-iou", type=float, default=PostprocessConfig.nms_iou,
-                   help="hard mask NMS: suppress when both amodal and visible IoU exceed this")
-    p.add_argument("--final-nms-sigma", type=non_negative_float, default=PostprocessConfig.final_nms_sigma,
-                   help="final Matrix NMS on the final (completed) amodal masks' IoU, after re-scoring; 0 = off")
-    p.add_argument("--no-refine", action="store_true",
-                   help="plain bilinear mask upsampling, without the guided-filter refinement along image edges")
-    p.add_argument("--no-completion", action="store_true",
-                   help="skip the hidden-part completion network (amodal masks behind occluders as the model "
-                        "gives them)")
-    p.add_argument("--no-completion-flip", action="store_true",
-                   help="run the completion network once per crop, without the mirrored run (faster on a CPU)")
-    p.add_argument("--no-reclassify", action="store_true",
-                   help="skip the class re-reading network (classes as the queries give them)")
-    p.add_argument("--classes-per-instance", type=positive_int, default=2, metavar="K",
-                   help="report each instance under its runner-up classes too, up to this many classes in all "
-                        "(same masks, lower scores, marked 'alt_of': drop those entries for one per object), as "
-                        "Mask2Former is scored for COCO AP; 1 = one entry per instance")
+    add_inference_args(p)
     p.set_defaults(func=_predict)
 
     p = sub.add_parser("evaluate", help="metrics of a prediction JSON against a dataset", formatter_class=f)
@@ -272,12 +295,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--iters", type=int, default=10)
     p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--score-threshold", type=float, default=0.5, help="post-processing score threshold")
     p.add_argument("--no-hf", action="store_true", help="skip the transformers Mask2Former comparison")
     p.add_argument("--image", default=None, help="time on this image file instead of a rendered street scene")
-    p.add_argument("--no-completion", action="store_true", help="skip the hidden-part completion network")
-    p.add_argument("--no-completion-flip", action="store_true",
-                   help="run the completion network once per crop (no mirrored run)")
-    p.add_argument("--no-reclassify", action="store_true", help="skip the class re-reading network")
+    add_inference_args(p)
     p.add_argument("--json", default=None, help="write the numbers as JSON")
+    p.add_argument("--record", default=None, metavar="NAME",
+                   help="store the numbers as docs/benchmarks/NAME.json (then run scripts/write_benchmarks.py)")
     p.set_defaults(func=_bench)

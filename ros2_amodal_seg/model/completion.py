@@ -24,23 +24,26 @@ else the (refined) mask stays, so the seen boundaries keep their full-resolution
 precision. The network is trained after the main model, on its own predictions matched
 to ground truth (:mod:`.completion_train`).
 
-The numpy side (crops in, masks out) is shared by the torch and ONNX predictors; the
-network is called through a callable ``run(x [N, C, S, S] float32) -> [N, S, S] logits``.
+:class:`CompletionStage` is the post-processing stage (:mod:`.postprocess`); the crops are
+:mod:`.crops`' (OpenCV on the CPU, torch on a GPU). The network is called through
+``run(planes [N, C, S, S]) -> [N, S, S] logits`` on tensors (:func:`torch_runner` over a
+:class:`CompletionNet`, or ONNX Runtime).
 """
 from __future__ import annotations
 
-import dataclasses
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ros2_amodal_seg.errors import ConfigError
+from ros2_amodal_seg.model import crops as C
+from ros2_amodal_seg.model.candidates import Candidates
+from ros2_amodal_seg.model.crops import CropSpec
+from ros2_amodal_seg.model.ops import torch_kernels
 from ros2_amodal_seg.model.upsample import sigmoid
 
 #: input planes before the class one-hot: amodal, visible, occluder region, amodal prob, visible prob, in-image
@@ -60,9 +63,6 @@ class CompletionConfig:
         min_side_px: smallest crop side [px of the full image].
         channels: U-Net widths at S, S/2, S/4 (the bottleneck at S/8 keeps the last width).
         threshold: probability above which a pixel of the occluder region belongs to the object.
-        flip_average: run the network on each crop and on its mirror image and average the two
-            logits (test-time augmentation: about twice the network's time, +0.013 IoU in the
-            decision regions on the validation crops).
     """
 
     enabled: bool = False
@@ -71,7 +71,6 @@ class CompletionConfig:
     min_side_px: int = 16
     channels: tuple[int, ...] = (16, 32, 64)
     threshold: float = 0.5
-    flip_average: bool = True
 
     def __post_init__(self) -> None:
         if self.crop_size < 8 or self.crop_size % 8:
@@ -87,10 +86,9 @@ class CompletionConfig:
     def in_channels(self, num_classes: int) -> int:
         return len(PLANES) + num_classes
 
-
-def with_flip(cfg: CompletionConfig, flip: bool | None) -> CompletionConfig:
-    """``cfg`` with ``flip_average`` set to ``flip`` (None: unchanged), for run-time overrides."""
-    return cfg if flip is None else dataclasses.replace(cfg, flip_average=bool(flip))
+    @property
+    def crops(self) -> CropSpec:
+        return CropSpec(self.crop_size, self.context, self.min_side_px)
 
 
 # ---------------------------------------------------------------------------- network
@@ -149,236 +147,168 @@ class CompletionNet(nn.Module):
         return self.head(d0)[:, 0] + prior
 
 
-# ---------------------------------------------------------------------------- crops (numpy)
-def crop_boxes(amodal: np.ndarray, cfg) -> np.ndarray:
-    """``[N, H, W]`` bool amodal masks -> ``[N, 3]`` int64 square crops ``(x0, y0, side)`` [px].
-
-    ``cfg``: a :class:`CompletionConfig` or any config with ``context`` and ``min_side_px`` (the
-    re-classifier's :class:`~ros2_amodal_seg.model.reclassify.ReclassifyConfig` uses the same crops).
-
-    The square is centred on the mask's bounding box, its side ``(1 + 2 context)`` times the
-    box's longer side (at least ``min_side_px``); it may run past the image.
-    """
-    n = len(amodal)
-    out = np.zeros((n, 3), np.int64)
-    for i in range(n):
-        rows, cols = np.flatnonzero(amodal[i].any(1)), np.flatnonzero(amodal[i].any(0))
-        if len(rows) == 0:
-            out[i] = (0, 0, cfg.min_side_px)
-            continue
-        y0, y1, x0, x1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
-        side = max(int(np.ceil(max(y1 - y0, x1 - x0) * (1 + 2 * cfg.context))), cfg.min_side_px)
-        out[i] = (int(round((x0 + x1 - side) / 2)), int(round((y0 + y1 - side) / 2)), side)
-    return out
-
-
-def _cut(plane: np.ndarray, x0: int, y0: int, side: int, dtype=np.float32) -> np.ndarray:
-    """``[H, W, ...]`` -> ``[side, side, ...]`` window at ``(x0, y0)``, zero outside the image."""
-    height, width = plane.shape[:2]
-    buf = np.zeros((side, side) + plane.shape[2:], dtype)
-    xa, ya, xb, yb = max(x0, 0), max(y0, 0), min(x0 + side, width), min(y0 + side, height)
-    if xb > xa and yb > ya:
-        buf[ya - y0:yb - y0, xa - x0:xb - x0] = plane[ya:yb, xa:xb]
-    return buf
-
-
-def crop_plane(plane: np.ndarray, box, size: int) -> np.ndarray:
-    """``[H, W]`` bool/float plane -> ``[size, size]`` float32 crop (area average; 0 outside the image)."""
-    x0, y0, side = (int(v) for v in box)
-    return cv2.resize(_cut(plane, x0, y0, side), (size, size), interpolation=cv2.INTER_AREA)
-
-
-def inside_fraction(box, image_size: tuple[int, int], size: int) -> np.ndarray:
-    """``[size, size]`` float32: the share of each crop pixel that lies inside the image (what
-    :func:`crop_plane` gives for a plane of ones, computed from the box alone)."""
-    x0, y0, side = (float(v) for v in box)
-    edges = np.arange(size + 1) * (side / size)
-
-    def axis(origin: float, extent: int) -> np.ndarray:
-        lo, hi = origin + edges[:-1], origin + edges[1:]
-        return (np.clip(hi, 0, extent) - np.clip(lo, 0, extent)) / (hi - lo)
-
-    height, width = image_size
-    return np.outer(axis(y0, height), axis(x0, width)).astype(np.float32)
-
-
-def crop_logits(logits: np.ndarray, box, image_size: tuple[int, int], size: int) -> np.ndarray:
-    """``[h, w]`` mask-grid logits -> ``[size, size]`` float32 logits on the crop ``box`` of an
-    ``image_size`` ``(H, W)`` image (bilinear, pixel centres; edge values outside the grid)."""
-    h, w = logits.shape
-    height, width = image_size
-    x0, y0, side = (float(v) for v in box)
-    step = side / size                                   # image pixels per crop pixel
-    sx, sy = w / width, h / height                       # grid cells per image pixel
-    M = np.array([[step * sx, 0.0, (x0 + 0.5 * step) * sx - 0.5],
-                  [0.0, step * sy, (y0 + 0.5 * step) * sy - 0.5]], np.float64)
-    return cv2.warpAffine(logits.astype(np.float32), M, (size, size),
-                          flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE)
-
-
-def occluders_in_window(visible_count: np.ndarray, visible_i: np.ndarray,
-                        window: tuple[int, int, int, int]) -> np.ndarray:
-    """Instance i's occluder region inside ``window`` ``(xa, ya, xb, yb)``, from the ``[H, W]`` count of
-    kept instances seeing each pixel and i's own ``[H, W]`` visible mask."""
-    xa, ya, xb, yb = window
-    return (visible_count[ya:yb, xa:xb] - visible_i[ya:yb, xa:xb]) > 0
-
-
-def _window(box, image_size: tuple[int, int]) -> tuple[int, int, int, int]:
-    """The part ``(xa, ya, xb, yb)`` of a crop box that lies in the image (may be empty)."""
-    x0, y0, side = (int(v) for v in box)
-    height, width = image_size
-    return max(x0, 0), max(y0, 0), min(x0 + side, width), min(y0 + side, height)
-
-
-def mask_planes(amodal_i: np.ndarray, visible_i: np.ndarray, visible_count: np.ndarray, box,
-                size: int) -> np.ndarray:
-    """``[3, size, size]`` float32 crop planes of one instance (area average, 0 outside the image):
-    its ``[H, W]`` bool amodal and visible masks and its occluder region (from the ``[H, W]`` count
-    of kept instances seeing each pixel)."""
-    x0, y0, side = (int(v) for v in box)
-    xa, ya, xb, yb = win = _window(box, amodal_i.shape)
-    # the three planes as one 3-channel uint8 image: one area resize
-    buf = np.zeros((side, side, 3), np.uint8)
-    if xb > xa and yb > ya:
-        sub = buf[ya - y0:yb - y0, xa - x0:xb - x0]
-        sub[..., 0] = amodal_i[ya:yb, xa:xb]
-        sub[..., 1] = visible_i[ya:yb, xa:xb]
-        sub[..., 2] = occluders_in_window(visible_count, visible_i, win)
-        buf *= 255
-    small = cv2.resize(buf, (size, size), interpolation=cv2.INTER_AREA)
-    return small.transpose(2, 0, 1) / np.float32(255.0)
-
-
+# ---------------------------------------------------------------------------- crops
 @dataclass
 class CompletionInputs:
-    """Attributes:
+    """Attributes (numpy arrays, or tensors on the masks' device):
         planes: ``[N, C, S, S]`` float32 network input (:data:`PLANES`, then the class one-hot).
         boxes: ``[N, 3]`` int64 crops ``(x0, y0, side)`` [px].
         visible_count: ``[H, W]`` int32, how many kept instances see each pixel (instance i's
             occluder region is where the count without i is > 0).
     """
 
-    planes: np.ndarray
-    boxes: np.ndarray
-    visible_count: np.ndarray
-
-    def occluders(self, i: int, visible_i: np.ndarray, window: tuple[int, int, int, int]) -> np.ndarray:
-        """Instance i's occluder region inside ``window`` ``(xa, ya, xb, yb)``."""
-        return occluders_in_window(self.visible_count, visible_i, window)
+    planes: np.ndarray | torch.Tensor
+    boxes: np.ndarray | torch.Tensor
+    visible_count: np.ndarray | torch.Tensor
 
 
-def completion_inputs(amodal: np.ndarray, visible: np.ndarray, amodal_logits: np.ndarray,
-                      visible_logits: np.ndarray, class_index: np.ndarray, num_classes: int,
+def completion_inputs(amodal, visible, amodal_logits, visible_logits, class_index, num_classes: int,
                       cfg: CompletionConfig) -> CompletionInputs:
-    """Crop planes of the kept instances.
+    """Crop planes of the kept instances (numpy arrays in -> numpy out; tensors -> tensors on their
+    device, OpenCV on the CPU, torch elsewhere).
 
     Args:
         amodal, visible: ``[N, H, W]`` bool full-resolution masks (image frame).
         amodal_logits, visible_logits: ``[N, h, w]`` float mask-grid logits of the same instances.
         class_index: ``[N]`` int class index in ``0..num_classes-1``.
     """
+    if isinstance(amodal, torch.Tensor):
+        if not torch_kernels(amodal):
+            x = completion_inputs(*(t.numpy() for t in (amodal, visible, amodal_logits.float(),
+                                                          visible_logits.float(), class_index)), num_classes, cfg)
+            return CompletionInputs(*(torch.from_numpy(a) for a in (x.planes, x.boxes, x.visible_count)))
+        return _completion_inputs_t(amodal, visible, amodal_logits, visible_logits, class_index, num_classes, cfg)
     n, height, width = amodal.shape
     size = cfg.crop_size
-    boxes = crop_boxes(amodal, cfg)
+    boxes = C.crop_boxes(amodal, cfg.crops)
     count = visible.sum(0, dtype=np.int32)
     planes = np.zeros((n, cfg.in_channels(num_classes), size, size), np.float32)
     for i in range(n):
-        planes[i, :3] = mask_planes(amodal[i], visible[i], count, boxes[i], size)
-        planes[i, 3] = sigmoid(crop_logits(amodal_logits[i], boxes[i], (height, width), size))
-        planes[i, 4] = sigmoid(crop_logits(visible_logits[i], boxes[i], (height, width), size))
-        planes[i, 5] = inside_fraction(boxes[i], (height, width), size)
+        planes[i, :3] = C.mask_planes(amodal[i], visible[i], count, boxes[i], size)
+        planes[i, 3] = sigmoid(C.crop_logits(amodal_logits[i], boxes[i], (height, width), size))
+        planes[i, 4] = sigmoid(C.crop_logits(visible_logits[i], boxes[i], (height, width), size))
+        planes[i, 5] = C.inside_fraction(boxes[i], (height, width), size)
         planes[i, len(PLANES) + int(class_index[i])] = 1.0
     return CompletionInputs(planes, boxes, count)
 
 
-def paste_completion(amodal: np.ndarray, visible: np.ndarray, inputs: CompletionInputs, logits: np.ndarray,
-                     threshold: float, index: np.ndarray | None = None) -> np.ndarray:
+def _completion_inputs_t(amodal: torch.Tensor, visible: torch.Tensor, amodal_logits: torch.Tensor,
+                         visible_logits: torch.Tensor, class_index: torch.Tensor, num_classes: int,
+                         cfg: CompletionConfig) -> CompletionInputs:
+    """:func:`completion_inputs` in torch (batched where the crops allow)."""
+    n, height, width = amodal.shape
+    size = cfg.crop_size
+    boxes = C.crop_boxes(amodal, cfg.crops)
+    count = visible.sum(0, dtype=torch.int32)
+    planes = torch.zeros((n, cfg.in_channels(num_classes), size, size), device=amodal.device)
+    for i, box in enumerate(boxes.tolist()):
+        planes[i, :3] = C.mask_planes_t(amodal[i], visible[i], count, box, size)
+    planes[:, 3] = torch.sigmoid(C.crop_logits_t(amodal_logits, boxes, (height, width), size))
+    planes[:, 4] = torch.sigmoid(C.crop_logits_t(visible_logits, boxes, (height, width), size))
+    planes[:, 5] = C.inside_fraction_t(boxes, (height, width), size)
+    planes[torch.arange(n, device=amodal.device), len(PLANES) + class_index.long()] = 1.0
+    return CompletionInputs(planes, boxes, count)
+
+
+def paste_completion(amodal, visible, inputs: CompletionInputs, logits, threshold: float, index=None):
     """Replace each amodal mask inside its occluder region (and crop) by the completion.
 
     Args:
         amodal, visible: ``[N, H, W]`` bool. logits: ``[M, S, S]`` crop logits of the network for
-            the instances ``index`` (default: all N).
+            the instances ``index`` (default: all N). numpy or tensors, as :func:`completion_inputs`.
     Returns:
         ``[N, H, W]`` bool new amodal masks (still containing the visible masks).
     """
+    if isinstance(amodal, torch.Tensor):
+        if not torch_kernels(amodal):
+            x = CompletionInputs(*(np.asarray(a) for a in (inputs.planes, inputs.boxes, inputs.visible_count)))
+            return torch.from_numpy(paste_completion(amodal.numpy(), visible.numpy(), x, np.asarray(logits),
+                                                     threshold, None if index is None else np.asarray(index)))
+        return _paste_completion_t(amodal, visible, inputs, logits, threshold, index)
     out = amodal.copy()
     n, height, width = amodal.shape
     for k, i in enumerate(range(n) if index is None else index):
         x0, y0, side = (int(v) for v in inputs.boxes[i])
-        xa, ya, xb, yb = win = _window(inputs.boxes[i], (height, width))
+        xa, ya, xb, yb = win = C.window(inputs.boxes[i], (height, width))
         if xb <= xa or yb <= ya:
             continue
-        region = inputs.occluders(i, visible[i], win) & ~visible[i, ya:yb, xa:xb]
+        region = C.occluders_in_window(inputs.visible_count, visible[i], win) & ~visible[i, ya:yb, xa:xb]
         if not region.any():
             continue
         # resize only the rows/columns of the crop that hold the region
         rows, cols = np.flatnonzero(region.any(1)), np.flatnonzero(region.any(0))
         ra, rb, ca, cb = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
         prob = sigmoid(logits[k].astype(np.float32))
-        full = _resize_part(prob, side, ya - y0 + ra, ya - y0 + rb, xa - x0 + ca, xa - x0 + cb) > threshold
+        full = C.resize_part(prob, side, ya - y0 + ra, ya - y0 + rb, xa - x0 + ca, xa - x0 + cb) > threshold
         part = out[i, ya + ra:ya + rb, xa + ca:xa + cb]
         reg = region[ra:rb, ca:cb]
         part[reg] = full[reg]
     return out | visible
 
 
-def _resize_part(small: np.ndarray, side: int, r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
-    """Rows ``r0:r1`` and columns ``c0:c1`` of ``cv2.resize(small, (side, side), INTER_LINEAR)``
-    without computing the rest (same pixel-centre mapping)."""
-    size = small.shape[0]
-    scale = size / side
-    M = np.array([[scale, 0.0, (c0 + 0.5) * scale - 0.5], [0.0, scale, (r0 + 0.5) * scale - 0.5]], np.float64)
-    return cv2.warpAffine(small, M, (c1 - c0, r1 - r0), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                          borderMode=cv2.BORDER_REPLICATE)
+def _paste_completion_t(amodal: torch.Tensor, visible: torch.Tensor, inputs: CompletionInputs,
+                        logits: torch.Tensor, threshold: float, index=None) -> torch.Tensor:
+    """:func:`paste_completion` in torch."""
+    out = amodal.clone()
+    n, height, width = amodal.shape
+    boxes = inputs.boxes.tolist()
+    for k, i in enumerate(range(n) if index is None else [int(v) for v in index]):
+        x0, y0, side = boxes[i]
+        xa, ya, xb, yb = C.window(boxes[i], (height, width))
+        if xb <= xa or yb <= ya:
+            continue
+        vis = visible[i, ya:yb, xa:xb]
+        region = ((inputs.visible_count[ya:yb, xa:xb] - vis.int()) > 0) & ~vis
+        full = C.resize_part_t(torch.sigmoid(logits[k].float()), side, ya - y0, yb - y0, xa - x0, xb - x0) > threshold
+        part = out[i, ya:yb, xa:xb]
+        out[i, ya:yb, xa:xb] = torch.where(region, full, part)
+    return out | visible
 
 
-class HiddenCompleter:
-    """Post-processing step: ``completer(amodal, visible, amodal_logits, visible_logits, class_index)``
-    -> new amodal masks. ``run`` maps ``[N, C, S, S]`` float32 planes to ``[N, S, S]`` logits
-    (torch or ONNX Runtime)."""
+class CompletionStage:
+    """Post-processing stage: each candidate's amodal mask inside the other candidates' visible
+    masks (its occluder region) is decided by the completion network.
 
-    def __init__(self, cfg: CompletionConfig, num_classes: int, run: Callable[[np.ndarray], np.ndarray]) -> None:
+    Args:
+        cfg: the network's :class:`CompletionConfig`. num_classes: K.
+        run: ``run(planes [N, C, S, S]) -> [N, S, S]`` logits, on tensors of the candidates' device
+            (:func:`torch_runner`, or an ONNX Runtime session wrapped alike).
+    """
+
+    name = "completion"
+
+    def __init__(self, cfg: CompletionConfig, num_classes: int, run: Callable[[torch.Tensor], torch.Tensor]) -> None:
         self.cfg = cfg
         self.num_classes = int(num_classes)
         self.run = run
-        self.last_ms = 0.0          # wall time of the last call [ms]
 
-    def __call__(self, amodal: np.ndarray, visible: np.ndarray, amodal_logits: np.ndarray,
-                 visible_logits: np.ndarray, class_index: np.ndarray) -> np.ndarray:
-        t0 = time.perf_counter()
-        try:
-            return self._complete(amodal, visible, amodal_logits, visible_logits, class_index)
-        finally:
-            self.last_ms = (time.perf_counter() - t0) * 1e3
-
-    def _complete(self, amodal: np.ndarray, visible: np.ndarray, amodal_logits: np.ndarray,
-                  visible_logits: np.ndarray, class_index: np.ndarray) -> np.ndarray:
-        if len(amodal) == 0:
-            return amodal
-        inputs = completion_inputs(amodal, visible, amodal_logits, visible_logits, class_index,
+    def __call__(self, c: Candidates) -> Candidates:
+        if len(c) == 0:
+            return c
+        inputs = completion_inputs(c.amodal, c.visible, c.amodal_logits, c.visible_logits, c.main_class,
                                    self.num_classes, self.cfg)
+        planes = torch.as_tensor(inputs.planes, device=c.device)
         # only crops where another instance is seen outside this one's own visible mask can change
-        planes = inputs.planes
         decide = (planes[:, OCCLUDERS] > 0) & (planes[:, PLANES.index("visible")] < 1)
-        sel = np.flatnonzero(decide.reshape(len(amodal), -1).any(1))
+        sel = torch.nonzero(decide.flatten(1).any(1))[:, 0]
         if len(sel) == 0:
-            return amodal
-        x = np.ascontiguousarray(planes[sel])                        # [M, C, S, S]
-        if self.cfg.flip_average:
-            both = np.asarray(self.run(np.concatenate([x, x[..., ::-1]])), np.float32)    # [2M, S, S]
-            logits = 0.5 * (both[:len(sel)] + both[len(sel):, :, ::-1])
-        else:
-            logits = np.asarray(self.run(x), np.float32)
-        return paste_completion(amodal, visible, inputs, logits, self.cfg.threshold, index=sel)
+            return c
+        logits = self.run(planes[sel].contiguous()).float()                  # [M, S, S]
+        c.amodal = paste_completion(c.amodal, c.visible, inputs, logits, self.cfg.threshold, index=sel)
+        return c
 
 
-def torch_runner(net: nn.Module, device: torch.device | str) -> Callable[..., np.ndarray]:
-    """``run`` over a torch post-processing network: numpy inputs in, numpy output out (for
-    :class:`HiddenCompleter` over a :class:`CompletionNet`, and for the re-classifier)."""
+def torch_runner(net: nn.Module, device: torch.device | str, autocast_dtype: torch.dtype | None = None
+                 ) -> Callable[..., torch.Tensor]:
+    """``run`` over a torch post-processing network (the completion or the re-reading network):
+    tensors in, float tensor out, on ``device``; ``autocast_dtype`` (CUDA only): mixed precision."""
 
-    def run(*arrays: np.ndarray) -> np.ndarray:
+    def run(*tensors: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
-            return net(*(torch.from_numpy(a).to(device) for a in arrays)).float().cpu().numpy()
+            args = [t.to(device) for t in tensors]
+            if autocast_dtype is not None:
+                with torch.autocast("cuda", dtype=autocast_dtype):
+                    return net(*args).float()
+            return net(*args).float()
 
     return run

@@ -29,8 +29,10 @@ from ros2_amodal_seg.data.types import AmodalDataset
 from ros2_amodal_seg.errors import CheckpointError, ConfigError
 from ros2_amodal_seg.masks import iou_matrix
 from ros2_amodal_seg.model.checkpoint import load_checkpoint, save_with_stage
+from ros2_amodal_seg.model.candidates import Candidates
 from ros2_amodal_seg.model.completion import (OCCLUDERS, PLANES, CompletionConfig, CompletionInputs,
-                                              CompletionNet, completion_inputs, crop_plane)
+                                              CompletionNet, completion_inputs)
+from ros2_amodal_seg.model.crops import crop_plane
 from ros2_amodal_seg.model.predictor import AmodalPredictor
 from ros2_amodal_seg.model.visualize import plot_training
 
@@ -99,21 +101,25 @@ class CropSet:
 
 
 class CropRecorder:
-    """Sits in the completion slot of the post-processing (the call signature of
-    :class:`HiddenCompleter`): records the crop planes of the kept instances, their visible
-    masks and class indices, and returns their amodal masks unchanged."""
+    """A post-processing stage in the completion's place: records the crop planes of the kept
+    instances (exactly what the network sees at run time), their visible masks and class indices,
+    and leaves the candidates unchanged."""
+
+    name = "completion"
 
     def __init__(self, cfg: CompletionConfig, num_classes: int) -> None:
         self.cfg = cfg
         self.num_classes = int(num_classes)
         self.last: tuple[CompletionInputs, np.ndarray, np.ndarray] | None = None
-        self.last_ms = 0.0          # the predictors report it as the completion stage's time
 
-    def __call__(self, amodal, visible, amodal_logits, visible_logits, class_index):
-        inputs = completion_inputs(amodal, visible, amodal_logits, visible_logits, class_index,
+    def __call__(self, c: Candidates) -> Candidates:
+        cls = c.main_class
+        inputs = completion_inputs(c.amodal, c.visible, c.amodal_logits, c.visible_logits, cls,
                                    self.num_classes, self.cfg)
-        self.last = (inputs, visible, np.asarray(class_index))
-        return amodal
+        self.last = (CompletionInputs(*(np.asarray(torch.as_tensor(a).cpu()) for a in
+                                        (inputs.planes, inputs.boxes, inputs.visible_count))),
+                     c.visible.cpu().numpy(), cls.cpu().numpy())
+        return c
 
 
 def collect_crops(predictor: AmodalPredictor, datasets: list[AmodalDataset], cfg: CompletionConfig,
@@ -121,15 +127,16 @@ def collect_crops(predictor: AmodalPredictor, datasets: list[AmodalDataset], cfg
     """Run ``predictor`` over every sample and keep the matched instances' crops."""
     from tqdm import tqdm  # noqa: PLC0415
 
-    rec = CropRecorder(cfg, predictor.model.cfg.num_classes)
-    saved = predictor.score_threshold, predictor.completer, predictor.complete_hidden
-    predictor.score_threshold, predictor.completer, predictor.complete_hidden = train_cfg.score_threshold, rec, True
+    rec = CropRecorder(cfg, predictor.networks.model_config.num_classes)
+    saved = predictor.config
+    predictor.set_config(saved.replace(score_threshold=train_cfg.score_threshold, complete_hidden=True))
+    post = predictor.with_stages(completion=rec)
     planes, classes, targets = [], [], []
     samples = [s for ds in datasets for s in ds.samples]
     try:
         for s in tqdm(samples, desc="crops", unit="img", disable=not progress, dynamic_ncols=True):
             rec.last = None
-            predictor.predict(s.load_image())
+            predictor.predict(s.load_image(), post=post)
             if rec.last is None or not s.annotations:
                 continue
             inputs, visible, cls = rec.last
@@ -142,7 +149,7 @@ def collect_crops(predictor: AmodalPredictor, datasets: list[AmodalDataset], cfg
                 tgt = crop_plane(s.annotations[best[i]].amodal, inputs.boxes[i], cfg.crop_size)
                 targets.append(np.round(tgt * 255).astype(np.uint8))
     finally:
-        predictor.score_threshold, predictor.completer, predictor.complete_hidden = saved
+        predictor.set_config(saved)
     s = cfg.crop_size
     if not planes:
         return CropSet(np.zeros((0, len(PLANES), s, s), np.uint8), np.zeros(0, np.int64), np.zeros((0, s, s), np.uint8))
@@ -234,8 +241,8 @@ def evaluate_crops(net: CompletionNet, crops: CropSet, num_classes: int, thresho
 def save_with_completion(predictor: AmodalPredictor, net: CompletionNet, cfg: CompletionConfig, out: str | Path,
                          extra: dict | None = None) -> Path:
     """The predictor's model plus ``net`` as a checkpoint with ``completion.enabled``."""
-    return save_with_stage(predictor.model, predictor.meta, predictor.class_names, "completion", "completion", net,
-                           cfg, out, extra)
+    return save_with_stage(predictor.networks.model, predictor.meta, predictor.class_names, "completion", "completion",
+                           net, cfg, out, extra)
 
 
 def plot_history(hist: dict, path: str | Path) -> Path:
@@ -276,8 +283,9 @@ def run(checkpoint: str | Path | None, data: list[str], val: list[str], out: str
     from ros2_amodal_seg.data.dataset import load_dataset  # noqa: PLC0415
 
     t0 = time.time()
-    pred = AmodalPredictor.from_checkpoint(checkpoint, device, max_instances=50)
-    k = pred.model.cfg.num_classes
+    pred = AmodalPredictor.with_torch(checkpoint, device)
+    pred.set_config(pred.config.replace(max_instances=50))
+    k = pred.networks.model_config.num_classes
     cache = None if crop_cache is None else Path(crop_cache)
     train = _cached_crops(cache, "train", lambda: collect_crops(pred, [load_dataset(d) for d in data], cfg,
                                                                  train_cfg, progress))
@@ -293,7 +301,7 @@ def run(checkpoint: str | Path | None, data: list[str], val: list[str], out: str
             raise CheckpointError(f"--init {init}: its completion network {src.cfg.completion} does not match {cfg}")
         start = src.completion
     t1 = time.time()
-    net, hist = train_completion_net(train, valset, cfg, k, train_cfg, pred._device, progress, init=start)
+    net, hist = train_completion_net(train, valset, cfg, k, train_cfg, pred.networks.device, progress, init=start)
     t2 = time.time()
     summary = {"train_crops": len(train), "val_crops": len(valset) if valset is not None else 0,
                "init": None if init is None else str(init),
@@ -301,7 +309,7 @@ def run(checkpoint: str | Path | None, data: list[str], val: list[str], out: str
                "train_config": dataclasses.asdict(train_cfg)}
     if valset is not None and len(valset):
         summary["val_hidden_iou"], summary["val_input_hidden_iou"] = evaluate_crops(net, valset, k, cfg.threshold,
-                                                                                      pred._device)
+                                                                                      pred.networks.device)
     path = save_with_completion(pred, net, cfg, out, extra={"completion_training": summary})
     summary["checkpoint"] = str(path)
     summary["plot"] = str(plot_history(hist, Path(out).with_suffix(".completion.png")))

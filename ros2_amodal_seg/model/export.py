@@ -1,8 +1,9 @@
-"""ONNX export and an ONNX Runtime inference path with the same post-processing as torch."""
+"""ONNX export, and the checkpoint's networks on ONNX Runtime (:class:`OnnxNetworks`) for the
+inference engine (:class:`~.predictor.AmodalPredictor`): the same post-processing stages as
+with torch."""
 from __future__ import annotations
 
 import json
-import time
 import warnings
 from pathlib import Path
 
@@ -12,10 +13,10 @@ import torch
 from ros2_amodal_seg.errors import CheckpointError
 from ros2_amodal_seg.model.checkpoint import load_checkpoint
 from ros2_amodal_seg.model.model import ExportWrapper, ModelConfig
-from ros2_amodal_seg.model.postprocess import PostprocessConfig
-from ros2_amodal_seg.model.predictor import DEFAULT_CHECKPOINT, PostprocessingPredictor, check_image, preprocess
+from ros2_amodal_seg.model.candidates import RawOutputs
+from ros2_amodal_seg.model.inference_config import InferenceConfig
+from ros2_amodal_seg.model.predictor import DEFAULT_CHECKPOINT, AmodalPredictor
 from ros2_amodal_seg.model.reclassify import PLANES as RECLASSIFY_PLANES
-from ros2_amodal_seg.types import Instances2D
 
 OUTPUT_NAMES = ("class_logits", "amodal_logits", "visible_logits", "occlusion_rates", "order_scores")
 
@@ -70,76 +71,58 @@ def reclassify_onnx_path(onnx_path: str | Path) -> Path:
     return Path(onnx_path).with_suffix(".reclassify.onnx")
 
 
-class OnnxPredictor(PostprocessingPredictor):
-    """Same interface as :class:`AmodalPredictor` (``predict``, thresholds, timings) on ONNX Runtime."""
+def _session(ort, path: Path, threads: int, providers: list[str] | None, what: str):
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = int(threads)
+    try:
+        return ort.InferenceSession(str(path), so, providers=providers or ["CPUExecutionProvider"])
+    except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
+        raise CheckpointError(f"cannot load the {what} {path}: {exc}") from exc
 
-    def __init__(self, onnx_path: str | Path, score_threshold: float = 0.5, max_instances: int = 50,
-                 nms_iou: float = PostprocessConfig.nms_iou, providers: list[str] | None = None,
-                 refine_masks: bool = PostprocessConfig.refine,
-                 nms_method: str = PostprocessConfig.nms_method, complete_hidden: bool = True,
-                 completion_flip: bool | None = None, reclassify: bool = True,
-                 final_nms_sigma: float = PostprocessConfig.final_nms_sigma) -> None:
+
+class OnnxNetworks:
+    """A model exported by :func:`export_onnx` on ONNX Runtime, with the interface of
+    :class:`~.predictor.TorchNetworks` (outputs as CPU tensors for the post-processing stages).
+
+    Args:
+        onnx_path: the main network; the completion / re-reading networks are read beside it
+            (:func:`completion_onnx_path`, :func:`reclassify_onnx_path`) when its metadata says it has them.
+        providers: ONNX Runtime execution providers (default CPU). threads: intra-op threads.
+    """
+
+    def __init__(self, onnx_path: str | Path, providers: list[str] | None = None, threads: int = 2) -> None:
         import onnxruntime as ort  # noqa: PLC0415
 
         p = Path(onnx_path)
         if not p.is_file():
             raise CheckpointError(f"ONNX model {p} not found")
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = 2
-        try:
-            self.session = ort.InferenceSession(str(p), so, providers=providers or ["CPUExecutionProvider"])
-        except Exception as exc:  # onnxruntime raises its own exception types  # noqa: BLE001
-            raise CheckpointError(f"cannot load ONNX model {p}: {exc}") from exc
+        self.session = _session(ort, p, threads, providers, "ONNX model")
         props = self.session.get_modelmeta().custom_metadata_map
         if "amodal_seg" not in props:
             raise CheckpointError(f"{p} lacks the amodal_seg metadata (not exported by amodal-seg export)")
         self.meta = json.loads(props["amodal_seg"])
-        self.class_names = {int(k): str(v) for k, v in self.meta["classes"]}
-        self.class_ids = sorted(self.class_names)
+        self.meta["classes_dict"] = {int(k): str(v) for k, v in self.meta["classes"]}
         self.input_size = tuple(int(v) for v in self.meta["input_size"])
-        self._init_postprocessing(score_threshold, max_instances, nms_iou, refine_masks, nms_method,
-                                  complete_hidden, reclassify, final_nms_sigma)
-        self.device = "cpu"
-        mcfg = ModelConfig.from_dict(self.meta["model_config"])
+        self.device = torch.device("cpu")
+        self.model_config = mcfg = ModelConfig.from_dict(self.meta["model_config"])
+        self.completion_run = self.reclassify_run = None
         if mcfg.completion.enabled:
-            comp = self._side_session(ort, p, completion_onnx_path(p), so, providers, "completion network")
-
-            def run(planes: np.ndarray) -> np.ndarray:
-                return comp.run(["logits"], {"planes": planes.astype(np.float32)})[0]
-
-            self._set_completer(mcfg.completion, len(self.class_ids), run, completion_flip)
+            comp = _session(ort, completion_onnx_path(p), threads, providers, "completion network")
+            self.completion_run = lambda planes: torch.from_numpy(
+                comp.run(["logits"], {"planes": planes.float().cpu().numpy()})[0])
         if mcfg.reclassify.enabled:
-            recl = self._side_session(ort, p, reclassify_onnx_path(p), so, providers, "re-classifier")
+            recl = _session(ort, reclassify_onnx_path(p), threads, providers, "re-classifier")
+            self.reclassify_run = lambda planes, features: torch.from_numpy(recl.run(
+                ["logits"], {"planes": planes.float().cpu().numpy(), "features": features.float().cpu().numpy()})[0])
 
-            def run_reclassify(planes: np.ndarray, features: np.ndarray) -> np.ndarray:
-                return recl.run(["logits"], {"planes": planes.astype(np.float32),
-                                             "features": features.astype(np.float32)})[0]
+    def __call__(self, x: np.ndarray, min_objectness: float) -> RawOutputs:
+        """``[1, 3, h, w]`` float32 0..255 -> raw outputs (CPU tensors)."""
+        return RawOutputs.from_arrays([o[0] for o in self.session.run(list(OUTPUT_NAMES), {"image": x})])
 
-            self._set_reclassifier(mcfg.reclassify, len(self.class_ids), run_reclassify)
 
-    @staticmethod
-    def _side_session(ort, model_path: Path, path: Path, so, providers: list[str] | None, what: str):
-        """The ONNX Runtime session of a post-processing network exported beside ``model_path``."""
-        try:
-            return ort.InferenceSession(str(path), so, providers=providers or ["CPUExecutionProvider"])
-        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
-            raise CheckpointError(f"{model_path} needs its {what} {path}: {exc}") from exc
-
-    def raw(self, image_rgb: np.ndarray) -> list[np.ndarray]:
-        """Network outputs for one image (batch dimension removed)."""
-        x = preprocess(image_rgb, *self.input_size)
-        return [o[0] for o in self.session.run(list(OUTPUT_NAMES), {"image": x})]
-
-    def predict(self, image_rgb: np.ndarray) -> Instances2D:
-        check_image(image_rgb)
-        t0 = time.perf_counter()
-        x = preprocess(image_rgb, *self.input_size)
-        t1 = time.perf_counter()
-        outs = [o[0] for o in self.session.run(list(OUTPUT_NAMES), {"image": x})]
-        t2 = time.perf_counter()
-        inst, post = self._postprocess(outs, image_rgb)
-        self.last_timings_ms = {"preprocess": (t1 - t0) * 1e3, "network": (t2 - t1) * 1e3, **post}
-        return inst
-
-    def close(self) -> None:
-        self.session = None
+def onnx_predictor(onnx_path: str | Path, config: InferenceConfig | None = None,
+                   providers: list[str] | None = None, threads: int = 2) -> AmodalPredictor:
+    """An :class:`~.predictor.AmodalPredictor` over :class:`OnnxNetworks` (``config`` None: the
+    exported checkpoint's own configuration)."""
+    nets = OnnxNetworks(onnx_path, providers, threads)
+    return AmodalPredictor(nets, nets.meta, config)

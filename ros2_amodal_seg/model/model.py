@@ -68,11 +68,12 @@ class ModelConfig:
             # checkpoints written before the shape head existed have no entry: they had none
             sh = d.pop("shape_head", {"enabled": False})
             sh = ShapeHeadConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in sh.items()})
-            # nor do those written before the hidden-part completion network
-            comp = d.pop("completion", {"enabled": False})
+            # nor do those written before the hidden-part completion network; the inference settings
+            # that used to live here (flip_average, quality_weight) are InferenceConfig's now
+            comp = {k: v for k, v in d.pop("completion", {"enabled": False}).items() if k not in LEGACY_KEYS}
             comp = CompletionConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in comp.items()})
             # nor do those written before the class re-reading network
-            recl = d.pop("reclassify", {"enabled": False})
+            recl = {k: v for k, v in d.pop("reclassify", {"enabled": False}).items() if k not in LEGACY_KEYS}
             recl = ReclassifyConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in recl.items()})
             for k in ("pixel_mean", "pixel_std"):
                 if d.get(k) is not None:
@@ -80,6 +81,11 @@ class ModelConfig:
             return ModelConfig(backbone=bb, decoder=dec, shape_head=sh, completion=comp, reclassify=recl, **d)
         except TypeError as exc:
             raise ConfigError(f"bad model config: {exc}") from exc
+
+
+#: keys of older checkpoints' second-stage configs that are inference settings now (read, not kept):
+#: ``flip_average`` was removed, ``quality_weight`` moved to InferenceConfig (see ``predictor.inference_default``)
+LEGACY_KEYS: frozenset[str] = frozenset({"flip_average", "quality_weight"})
 
 
 @dataclass

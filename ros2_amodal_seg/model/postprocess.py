@@ -1,144 +1,130 @@
-"""Post-processing (numpy only, shared by the torch and the ONNX Runtime paths).
+"""Post-processing as an explicit sequence of stages over :class:`~.candidates.Candidates`.
 
-Per query: class score x mask quality, score threshold, mask NMS (a duplicate has
-both a high amodal and a high visible mask IoU; two distinct overlapping objects
-share amodal area but not visible area, so they survive; by default the soft, matrix
-form that decays a duplicate's score, else the greedy hard form), top-k, masks upsampled
-to the full image (bilinear, then refined along the image's edges by a colour guided
-filter when the image is given, see :mod:`.upsample`), amodal := amodal | visible
-(an object's full extent contains its visible part), the hidden-part completion and the class
-re-reading (when given), then a second, final Matrix NMS on the final amodal masks alone with
-the final scores (``final_nms_sigma``): after completion two queries of one object converge to
-the same full extent even when their visible masks differ, and the predicted mask quality has
-put the better of them first. Depth ranks come from the order
-scores (smaller = nearer); ``occluded_by`` from ``amodal_i & visible_j`` overlaps
-agreeing with the order.
+A network's raw outputs for one image go through:
+
+1. :class:`ScoreStage`: class probabilities x mask quality; candidates below the score
+   threshold or with an empty mask are dropped.
+2. :class:`MatrixNmsStage`: the first NMS, a Matrix NMS (SOLOv2) on each pair's
+   ``min(amodal IoU, visible IoU)`` on the mask grid (a duplicate is high on both; two distinct
+   overlapping objects share amodal area but not visible area, so they survive); then the
+   ``max_instances`` best.
+3. :class:`UpsampleStage`: the masks at full resolution, refined along the image's edges by a
+   colour guided filter (:mod:`.upsample`); amodal := amodal | visible.
+4. :class:`~.completion.CompletionStage` (when the checkpoint has the network and
+   ``complete_hidden``): each object's extent behind the other objects.
+5. :class:`DropEmptyStage`: instances without an amodal mask.
+6. :class:`~.reclassify.ReclassifyStage` (when the checkpoint has the network and ``reclassify``):
+   the class read again from a crop, and the predicted mask quality.
+7. :class:`FinalNmsStage` (``final_nms_sigma`` > 0): a Matrix NMS on the final amodal masks'
+   IoU with the final scores (after completion two queries of one object share one full extent
+   even when their visible masks differ).
+8. :class:`ThresholdStage`: instances whose best class scores below the threshold are dropped;
+   :meth:`~.candidates.Candidates.to_instances` then reports each with its runner-up classes.
+
+:class:`PostProcessor` builds the sequence from an :class:`~.inference_config.InferenceConfig`
+and runs it, timing every stage. Every stage runs in torch on the device of the network's
+outputs; the heavy kernels (mask upsampling, crops) use OpenCV on the CPU and torch on a GPU
+(:mod:`.upsample`, :mod:`.crops`). Nothing leaves the device before the final masks.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Sequence
 
 import numpy as np
+import torch
 
-from ros2_amodal_seg.masks import iou_matrix
-from ros2_amodal_seg.model.upsample import (ColourGuide, guided_upsample_masks, logit, sigmoid, softmax,
-                                            upsample_masks)
+from ros2_amodal_seg.model.candidates import Candidates, RawOutputs
+from ros2_amodal_seg.model.inference_config import InferenceConfig
+from ros2_amodal_seg.model.ops import duplicate_overlap, iou_matrix, matrix_decay
+from ros2_amodal_seg.model.upsample import guided_upsample_masks, make_guide
 from ros2_amodal_seg.types import Instances2D
 
 
-NMS_METHODS = ("matrix", "hard")
+class ScoreStage:
+    """Raw outputs -> scored candidates: ``score = p(class) x mask quality``, the mask quality being
+    the mean amodal probability inside the query's mask on the mask grid; candidates below
+    ``score_threshold`` or with an empty mask are dropped."""
+
+    name = "score"
+
+    def __init__(self, cfg: InferenceConfig) -> None:
+        self.cfg = cfg
+
+    def __call__(self, raw: RawOutputs, image: torch.Tensor, class_ids: torch.Tensor) -> Candidates:
+        cfg = self.cfg
+        prob = torch.softmax(raw.class_logits.double(), -1).float()             # [Q, K+1]
+        fg = prob[:, :-1]                                                       # [Q, K]
+        cls_score = fg.amax(1)                                                  # [Q]
+        pa = torch.sigmoid(raw.amodal_logits.float())                           # [Q, h, w]
+        bv = torch.sigmoid(raw.visible_logits.float()) > cfg.mask_threshold
+        ba = (pa > cfg.mask_threshold) | bv
+        area = ba.flatten(1).sum(1)                                             # [Q]
+        mask_q = (pa * ba).flatten(1).sum(1) / area.clamp_min(1)
+        keep = torch.nonzero((cls_score * mask_q >= cfg.score_threshold) & (area > 0))[:, 0]
+        return Candidates(image=image, class_ids=class_ids, query=keep, class_dist=fg[keep], ratio=mask_q[keep],
+                          mask_quality=mask_q[keep], amodal_logits=raw.amodal_logits[keep].float(),
+                          visible_logits=raw.visible_logits[keep].float(), low_amodal=ba[keep],
+                          low_visible=bv[keep], occlusion=raw.occlusion_rates[keep].float(),
+                          order=raw.order_scores[keep].float())
 
 
-@dataclass(frozen=True)
-class PostprocessConfig:
-    score_threshold: float = 0.5
-    max_instances: int = 50
-    nms_method: str = "matrix"    # "matrix": Gaussian score decay (SOLOv2 Matrix NMS); "hard": greedy mask NMS
-    nms_iou: float = 0.5          # hard NMS: suppress when amodal AND visible mask IoU exceed this
-    matrix_sigma: float = 2.0     # matrix NMS: decay exp(-sigma * overlap^2), compensated (SOLOv2's default)
-    mask_threshold: float = 0.4          # probability: visible masks (and the scoring / NMS of both masks)
-    amodal_mask_threshold: float = 0.3   # probability: the amodal masks that are returned
-    refine: bool = True                  # guided-filter refinement of the full-resolution masks (needs the image)
-    refine_radius_cells: float = 2.0     # its radius in mask-grid cells (16 px for 80 cells across 640 px)
-    refine_eps: float = 1e-4             # its regulariser (RGB in [0, 1]); larger = closer to plain bilinear
-    refine_subsample: int = 4            # fit the filter on a grid this many times coarser (fast guided filter)
-    final_nms_sigma: float = 2.0         # final Matrix NMS on the final amodal masks' IoU; 0 = off
-    final_nms_stride: int = 4            # its IoUs are computed on every this-many-th pixel row and column
+class MatrixNmsStage:
+    """The first NMS: Matrix NMS (:func:`~.ops.matrix_decay`, ``matrix_sigma``) on each pair's
+    ``min(amodal IoU, visible IoU)``, class-agnostic; the candidates still above the threshold,
+    best first, at most ``max_instances``."""
 
-    def __post_init__(self) -> None:
-        if self.nms_method not in NMS_METHODS:
-            raise ValueError(f"nms_method must be one of {NMS_METHODS}, got {self.nms_method!r}")
-        if self.matrix_sigma <= 0:
-            raise ValueError(f"matrix_sigma must be > 0, got {self.matrix_sigma}")
-        for name in ("mask_threshold", "amodal_mask_threshold"):
-            if not 0.0 < getattr(self, name) < 1.0:
-                raise ValueError(f"{name} must be in (0, 1), got {getattr(self, name)}")
-        if not 0.0 <= self.final_nms_sigma < float("inf") or self.final_nms_stride < 1:
-            raise ValueError(f"final_nms_sigma must be >= 0 and final_nms_stride >= 1, got "
-                             f"{self.final_nms_sigma}, {self.final_nms_stride}")
-        if self.refine_radius_cells <= 0 or self.refine_eps <= 0 or self.refine_subsample < 1:
-            raise ValueError(f"refine_radius_cells and refine_eps must be > 0 and refine_subsample >= 1, got "
-                             f"{self.refine_radius_cells}, {self.refine_eps}, {self.refine_subsample}")
+    name = "nms"
 
-    def refine_radius_px(self, mask_width: int, image_width: int) -> int:
-        """The guided filter's radius in image pixels (at least 1)."""
-        return max(1, int(round(self.refine_radius_cells * image_width / mask_width)))
+    def __init__(self, cfg: InferenceConfig) -> None:
+        self.cfg = cfg
+
+    def __call__(self, c: Candidates) -> Candidates:
+        if len(c) == 0:
+            return c
+        scores = c.scores
+        c.ratio = c.ratio * matrix_decay(duplicate_overlap(c.low_amodal, c.low_visible), scores, self.cfg.matrix_sigma)
+        scores = c.scores
+        order = torch.argsort(-scores, stable=True)
+        order = order[scores[order] >= self.cfg.score_threshold][: self.cfg.max_instances]
+        return c.select(order)
 
 
-def duplicate_overlap(amodal: np.ndarray, visible: np.ndarray) -> np.ndarray:
-    """``[N, N]`` pairwise ``min(amodal IoU, visible IoU)`` of ``[N, h, w]`` bool masks: how much
-    j duplicates i. A duplicate is high on both; two distinct overlapping objects share amodal
-    area but not visible area, so they stay low."""
-    return np.minimum(iou_matrix(amodal, amodal), iou_matrix(visible, visible))
+class UpsampleStage:
+    """Full-resolution masks: the mask-grid logits upsampled and refined along the image's edges by
+    a colour guided filter (visible masks at ``mask_threshold``, amodal masks at
+    ``amodal_mask_threshold``, then amodal := amodal | visible)."""
+
+    name = "upsample"
+
+    def __init__(self, cfg: InferenceConfig) -> None:
+        self.cfg = cfg
+
+    def __call__(self, c: Candidates) -> Candidates:
+        height, width = c.image_size
+        if len(c) == 0:
+            c.amodal = c.visible = torch.zeros((0, height, width), dtype=torch.bool, device=c.device)
+            return c
+        cfg = self.cfg
+        guide = make_guide(c.image, cfg.refine_radius_px(c.amodal_logits.shape[-1], width), cfg.refine_eps,
+                            cfg.refine_subsample)
+        c.visible = guided_upsample_masks(c.visible_logits, cfg.mask_threshold, guide)
+        c.amodal = guided_upsample_masks(c.amodal_logits, cfg.amodal_mask_threshold, guide) | c.visible
+        return c
 
 
-def mask_nms(amodal: np.ndarray, visible: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
-    """Greedy mask NMS.
+class DropEmptyStage:
+    """Drops candidates whose final amodal mask is empty."""
 
-    Args:
-        amodal, visible: ``[N, h, w]`` bool masks; scores: ``[N]``.
-        iou_threshold: j is a duplicate of a kept i when both amodal and visible IoU exceed it.
+    name = "drop_empty"
 
-    Returns:
-        Kept indices, by descending score.
-    """
-    order = np.argsort(-scores, kind="stable")
-    if len(order) == 0:
-        return order
-    dup = duplicate_overlap(amodal, visible) > iou_threshold
-    keep: list[int] = []
-    suppressed = np.zeros(len(scores), bool)
-    for i in order:
-        if suppressed[i]:
-            continue
-        keep.append(int(i))
-        suppressed |= dup[i]
-    return np.array(keep, np.int64)
+    def __call__(self, c: Candidates) -> Candidates:
+        if len(c) == 0:
+            return c
+        return c.select(c.amodal.flatten(1).any(1))
 
 
-def matrix_decay(overlap: np.ndarray, scores: np.ndarray, sigma: float) -> np.ndarray:
-    """Matrix NMS (SOLOv2, Gaussian kernel) decay factors.
-
-    Every j is decayed by its most overlapping higher-scored i, compensated by how much i was
-    itself suppressed: ``decay_j = min_i exp(-sigma * (o_ij^2 - c_i^2))`` over higher-scored i,
-    with ``c_i`` = i's largest overlap with one above it.
-
-    Args:
-        overlap: ``[N, N]`` symmetric pairwise overlap in [0, 1]. scores: ``[N]``. sigma > 0.
-
-    Returns:
-        ``[N]`` float64 factors in (0, 1] (1 for the top-scored one).
-    """
-    n = len(scores)
-    if n == 0:
-        return np.ones(0)
-    order = np.argsort(-scores, kind="stable")
-    ov = np.triu(overlap[np.ix_(order, order)], 1)                        # [i, j]: i above j
-    comp = ov.max(0)                                                     # [N] each one's own largest overlap
-    decay = np.exp(-sigma * (ov ** 2 - comp[:, None] ** 2)).min(0)      # row 0 (c = 0) keeps it <= 1
-    out = np.empty(n)
-    out[order] = decay
-    return out
-
-
-def matrix_nms(amodal: np.ndarray, visible: np.ndarray, scores: np.ndarray, sigma: float) -> np.ndarray:
-    """Matrix NMS (:func:`matrix_decay`), class-agnostic, on the overlap ``min(amodal IoU, visible
-    IoU)`` of a pair (a duplicate is high on both, two distinct overlapping objects only on the
-    amodal one).
-
-    Args:
-        amodal, visible: ``[N, h, w]`` bool masks; scores: ``[N]``; sigma > 0.
-
-    Returns:
-        ``[N]`` decayed scores (never above the input scores).
-    """
-    if len(scores) == 0:
-        return scores.copy()
-    decay = matrix_decay(duplicate_overlap(amodal, visible), scores, sigma)
-    return (scores * decay).astype(scores.dtype)
-
-
-def final_decay(amodal: np.ndarray, scores: np.ndarray, sigma: float, stride: int = 4) -> np.ndarray:
+def final_decay(amodal: torch.Tensor, scores: torch.Tensor, sigma: float, stride: int = 4) -> torch.Tensor:
     """The final Matrix NMS: decay factors from the pairwise IoU of the *final* amodal masks.
 
     Why amodal alone: before completion two queries of one object differ in their hidden parts
@@ -154,106 +140,97 @@ def final_decay(amodal: np.ndarray, scores: np.ndarray, sigma: float, stride: in
         sigma: > 0. stride: the IoUs use every ``stride``-th row and column.
 
     Returns:
-        ``[N]`` float64 factors in (0, 1].
+        ``[N]`` float32 factors in (0, 1].
     """
     if len(scores) < 2:
-        return np.ones(len(scores))
+        return torch.ones(len(scores), device=scores.device)
     small = amodal[:, ::stride, ::stride]
     return matrix_decay(iou_matrix(small, small), scores, sigma)
 
 
-def postprocess(class_logits: np.ndarray, amodal_logits: np.ndarray, visible_logits: np.ndarray,
-                occlusion_rates: np.ndarray, order_scores: np.ndarray, image_size: tuple[int, int],
-                class_ids: list[int], cfg: PostprocessConfig = PostprocessConfig(),
-                image: np.ndarray | None = None, completer=None, reclassifier=None) -> Instances2D:
-    """One image's raw outputs -> :class:`Instances2D` at ``image_size`` ``(H, W)``.
+class FinalNmsStage:
+    """The final Matrix NMS (:func:`final_decay`) with the final scores."""
+
+    name = "final_nms"
+
+    def __init__(self, cfg: InferenceConfig) -> None:
+        self.cfg = cfg
+
+    def __call__(self, c: Candidates) -> Candidates:
+        if len(c) >= 2:
+            c.ratio = c.ratio * final_decay(c.amodal, c.scores, self.cfg.final_nms_sigma, self.cfg.final_nms_stride)
+        return c
+
+
+class ThresholdStage:
+    """Keeps the candidates whose best class reaches ``score_threshold``."""
+
+    name = "threshold"
+
+    def __init__(self, cfg: InferenceConfig) -> None:
+        self.cfg = cfg
+
+    def __call__(self, c: Candidates) -> Candidates:
+        if len(c) == 0:
+            return c
+        return c.select(c.scores >= self.cfg.score_threshold)
+
+
+#: a stage after scoring: ``stage(candidates) -> candidates`` with a ``name``.
+Stage = Callable[[Candidates], Candidates]
+
+
+class PostProcessor:
+    """Runs the stages of the module docstring for one image and times each.
 
     Args:
-        class_logits: ``[Q, K+1]`` (last = no object). amodal_logits, visible_logits: ``[Q, h, w]``.
-        occlusion_rates: ``[Q]`` in [0, 1]. order_scores: ``[Q]`` (smaller = nearer).
-        class_ids: dataset category id of each of the K classes.
-        image: ``[H, W, 3]`` uint8 RGB, the image itself: the guide of the mask refinement
-            (``cfg.refine``). Without it the masks are plain bilinear upsamplings.
-        completer: a :class:`~ros2_amodal_seg.model.completion.HiddenCompleter` (or None): decides
-            each kept instance's amodal mask inside the other instances' visible masks.
-        reclassifier: a :class:`~ros2_amodal_seg.model.reclassify.Reclassifier` (or None; needs
-            ``image``): re-reads each kept instance's class distribution from a crop of the image
-            and of the final masks. Its score summed over the classes stays; with a quality head
-            the predicted amodal IoU replaces the query's mask quality in the score (a share
-            ``quality_weight`` of it, geometrically).
-
-    Last comes the final Matrix NMS (:func:`final_decay`, ``cfg.final_nms_sigma`` > 0) with the
-    final scores; instances whose best class then scores below ``cfg.score_threshold`` are dropped.
+        cfg: the :class:`~.inference_config.InferenceConfig`.
+        class_ids: dataset category id of each of the K object classes.
+        completion: the completion stage (or None: the checkpoint has no such network); used when
+            ``cfg.complete_hidden``.
+        reclassify: the re-reading stage (or None); used when ``cfg.reclassify``.
     """
-    height, width = image_size
-    if image is not None and image.shape[:2] != (height, width):
-        raise ValueError(f"image {image.shape[:2]} does not match image_size {(height, width)}")
-    if reclassifier is not None and image is None:
-        raise ValueError("the reclassifier needs the image")
-    prob = softmax(class_logits)                                           # [Q, K+1] float64
-    cls_idx = prob[:, :-1].argmax(-1)
-    cls_score = prob[np.arange(len(prob)), cls_idx]
-    pa = sigmoid(amodal_logits.astype(np.float32))
-    bv = sigmoid(visible_logits.astype(np.float32)) > cfg.mask_threshold
-    ba = (pa > cfg.mask_threshold) | bv
-    area = ba.reshape(len(ba), -1).sum(1)
-    mask_q = (pa * ba).reshape(len(pa), -1).sum(1) / np.maximum(area, 1)
-    scores = (cls_score * mask_q).astype(np.float32)
-    cand = np.nonzero((scores >= cfg.score_threshold) & (area > 0))[0]
-    if len(cand) and cfg.nms_method == "matrix":
-        scores = scores.copy()
-        scores[cand] = matrix_nms(ba[cand], bv[cand], scores[cand], cfg.matrix_sigma)
-        cand = cand[np.argsort(-scores[cand], kind="stable")]
-        cand = cand[scores[cand] >= cfg.score_threshold][: cfg.max_instances]
-    elif len(cand):
-        keep = mask_nms(ba[cand], bv[cand], scores[cand], cfg.nms_iou)
-        cand = cand[keep][: cfg.max_instances]
-    if len(cand) == 0:
-        return Instances2D.empty(height, width)
-    if cfg.refine and image is not None:
-        guide = ColourGuide(image, cfg.refine_radius_px(amodal_logits.shape[-1], width), cfg.refine_eps,
-                            cfg.refine_subsample)
-        vi = guided_upsample_masks(visible_logits[cand], cfg.mask_threshold, guide)
-        am = guided_upsample_masks(amodal_logits[cand], cfg.amodal_mask_threshold, guide) | vi
-    else:
-        vi = upsample_masks(visible_logits[cand], logit(cfg.mask_threshold), height, width)
-        am = upsample_masks(amodal_logits[cand], logit(cfg.amodal_mask_threshold), height, width) | vi
-    if completer is not None:
-        am = completer(am, vi, amodal_logits[cand], visible_logits[cand], cls_idx[cand])
-    nonempty = am.reshape(len(cand), -1).any(1)
-    cand, am, vi = cand[nonempty], am[nonempty], vi[nonempty]
-    # runner-up classes: the same query read as another class, scored with the same mask
-    # quality and NMS decay (score / class probability), as Mask2Former ranks (query, class) pairs
-    fg = prob[cand, :-1]                                                   # [N, K]
-    ratio = scores[cand] / np.maximum(cls_score[cand], 1e-12)              # [N]
-    main, main_score = cls_idx[cand], scores[cand]
-    if reclassifier is not None and len(cand):
-        # the re-read distribution shares out the instance's score mass over the classes
-        read, iou = reclassifier(image, am, vi, fg, scores[cand], np.clip(occlusion_rates[cand], 0, 1))
-        fg = read * fg.sum(1, keepdims=True)                               # [N, K]
-        if iou is not None:
-            # the network's predicted mask IoU replaces (a share w of) the query's mask quality
-            w = reclassifier.cfg.quality_weight
-            ratio = ratio * (np.clip(iou, 1e-6, 1.0) / np.maximum(mask_q[cand], 1e-6)) ** w
-        main = fg.argmax(1)
-        main_score = fg[np.arange(len(cand)), main] * ratio
-    if cfg.final_nms_sigma > 0:
-        decay = final_decay(am, main_score, cfg.final_nms_sigma, cfg.final_nms_stride)   # [N]
-        ratio, main_score = ratio * decay, main_score * decay
-    ok = main_score >= cfg.score_threshold
-    if not ok.all():
-        cand, am, vi, fg, ratio, main, main_score = (a[ok] for a in (cand, am, vi, fg, ratio, main, main_score))
-        if len(cand) == 0:
-            return Instances2D.empty(height, width)
-    alt = np.argsort(-fg, axis=1, kind="stable")[:, 1:]                    # [N, K-1]
-    table = np.asarray(class_ids, np.int64)
-    return Instances2D(amodal_masks=am, visible_masks=vi,
-                       class_ids=table[main],
-                       scores=main_score.astype(np.float32),
-                       occlusion_rates=np.clip(occlusion_rates[cand], 0, 1).astype(np.float32),
-                       order_scores=order_scores[cand].astype(np.float32),
-                       alt_class_ids=table[alt],
-                       alt_scores=(np.take_along_axis(fg, alt, 1) * ratio[:, None]).astype(np.float32))
+
+    def __init__(self, cfg: InferenceConfig, class_ids: Sequence[int], *, completion: Stage | None = None,
+                 reclassify: Stage | None = None) -> None:
+        self.cfg = cfg
+        self.class_ids = [int(k) for k in class_ids]
+        self.score = ScoreStage(cfg)
+        stages: list = [MatrixNmsStage(cfg), UpsampleStage(cfg)]
+        if completion is not None and cfg.complete_hidden:
+            stages.append(completion)
+        stages.append(DropEmptyStage())
+        if reclassify is not None and cfg.reclassify:
+            stages.append(reclassify)
+        if cfg.final_nms_sigma > 0:
+            stages.append(FinalNmsStage(cfg))
+        stages.append(ThresholdStage(cfg))
+        self.stages: tuple = tuple(stages)
+
+    @property
+    def stage_names(self) -> tuple[str, ...]:
+        return (self.score.name,) + tuple(s.name for s in self.stages)
+
+    def __call__(self, raw: RawOutputs, image: torch.Tensor) -> tuple[Instances2D, dict[str, float]]:
+        """Raw outputs and the ``[H, W, 3]`` uint8 image (on the outputs' device) -> (instances on the
+        host, {stage name: ms})."""
+        device = raw.class_logits.device
+        sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
+        timings: dict[str, float] = {}
+        t0 = time.perf_counter()
+        c = self.score(raw, image, torch.as_tensor(self.class_ids, device=device))
+        sync()
+        t1 = time.perf_counter()
+        timings[self.score.name] = (t1 - t0) * 1e3
+        for stage in self.stages:
+            c = stage(c)
+            sync()
+            t2 = time.perf_counter()
+            timings[stage.name] = (t2 - t1) * 1e3
+            t1 = t2
+        inst = c.to_instances(self.cfg.runner_up_classes)
+        timings["to_host"] = (time.perf_counter() - t1) * 1e3
+        return inst, timings
 
 
 def depth_ranks(order_scores: np.ndarray) -> np.ndarray:

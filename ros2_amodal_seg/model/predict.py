@@ -4,7 +4,7 @@ from __future__ import annotations
 
 
 from ros2_amodal_seg import masks as M
-from ros2_amodal_seg.model.postprocess import PostprocessConfig, depth_ranks, occluded_by
+from ros2_amodal_seg.model.postprocess import depth_ranks, occluded_by
 from ros2_amodal_seg.types import Instances2D
 
 
@@ -39,14 +39,16 @@ def instances_to_predictions(inst: Instances2D, image_id: int, classes_per_insta
 
 
 def predict_to_file(dataset_path: str, out_path: str, checkpoint: str | None = None, device: str = "auto",
-                    score_threshold: float = 0.05, max_instances: int = 50, nms_iou: float = PostprocessConfig.nms_iou,
-                    onnx: str | None = None, refine_masks: bool = PostprocessConfig.refine,
-                    nms_method: str = PostprocessConfig.nms_method, complete_hidden: bool = True,
-                    completion_flip: bool | None = None, classes_per_instance: int = 2,
-                    reclassify: bool = True,
-                    final_nms_sigma: float = PostprocessConfig.final_nms_sigma) -> list[dict]:
-    """Predict every image of ``dataset_path`` (any layout the loader reads) and write ``out_path``
-    (``classes_per_instance``: see :func:`instances_to_predictions`)."""
+                    config=None, onnx: str | None = None) -> list[dict]:
+    """Predict every image of ``dataset_path`` (any layout the loader reads) and write ``out_path``.
+
+    Args:
+        config: the :class:`~ros2_amodal_seg.model.inference_config.InferenceConfig` (None: the
+            checkpoint's own). Each instance is written under its class and its
+            ``config.runner_up_classes`` runner-up classes (see :func:`instances_to_predictions`),
+            those that reach ``config.score_threshold``.
+        onnx: use this exported model on ONNX Runtime instead of the torch checkpoint.
+    """
     import json  # noqa: PLC0415
     from pathlib import Path  # noqa: PLC0415
 
@@ -56,24 +58,18 @@ def predict_to_file(dataset_path: str, out_path: str, checkpoint: str | None = N
 
     ds = load_amodal_dataset(dataset_path)
     if onnx:
-        from ros2_amodal_seg.model.export import OnnxPredictor  # noqa: PLC0415
+        from ros2_amodal_seg.model.export import onnx_predictor  # noqa: PLC0415
 
-        pred = OnnxPredictor(onnx, score_threshold=score_threshold, max_instances=max_instances, nms_iou=nms_iou,
-                             refine_masks=refine_masks, nms_method=nms_method, complete_hidden=complete_hidden,
-                             completion_flip=completion_flip, reclassify=reclassify,
-                             final_nms_sigma=final_nms_sigma)
+        pred = onnx_predictor(onnx, config)
     else:
         from ros2_amodal_seg.model.predictor import AmodalPredictor  # noqa: PLC0415
 
-        pred = AmodalPredictor.from_checkpoint(checkpoint, device=device, score_threshold=score_threshold,
-                                               max_instances=max_instances, nms_iou=nms_iou,
-                                               refine_masks=refine_masks, nms_method=nms_method,
-                                               complete_hidden=complete_hidden, completion_flip=completion_flip,
-                                               reclassify=reclassify, final_nms_sigma=final_nms_sigma)
+        pred = AmodalPredictor.from_checkpoint(checkpoint, device=device, config=config)
+    cfg = pred.config
     out: list[dict] = []
     for s in tqdm(ds.samples, desc="predict", unit="img"):
-        out.extend(instances_to_predictions(pred.predict(s.load_image()), s.image_id, classes_per_instance,
-                                            score_threshold))
+        out.extend(instances_to_predictions(pred.predict(s.load_image()), s.image_id, 1 + cfg.runner_up_classes,
+                                            cfg.score_threshold))
     Path(out_path).parent.mkdir(parents=True, exist_ok=True)
     Path(out_path).write_text(json.dumps(out))
     return out

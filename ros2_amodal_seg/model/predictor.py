@@ -1,7 +1,24 @@
-"""Runtime API used by the ROS node: :class:`AmodalPredictor`."""
+"""The inference engine: a checkpoint's networks and the post-processing stages, driven by one
+:class:`~.inference_config.InferenceConfig`.
+
+:class:`AmodalPredictor` maps an RGB image to :class:`~ros2_amodal_seg.types.Instances2D`:
+
+1. the image is resized to the network's input on the host and uploaded once;
+2. the networks run on the device: torch (:class:`TorchNetworks`, CPU or CUDA, optional mixed
+   precision and ``torch.compile`` on CUDA) or ONNX Runtime (:class:`~.export.OnnxNetworks`; the
+   default on a CPU, where it is several times faster than torch's eager kernels: the checkpoint
+   is exported once into a cache, :func:`onnx_cache_path`);
+3. the post-processing stages (:class:`~.postprocess.PostProcessor`) run on the same device;
+   only the final masks and their numbers come back to the host.
+
+Settings change at run time with :meth:`AmodalPredictor.set_config`: the new configuration and
+the stages built from it are swapped in as one object, so a frame never sees half of a change.
+"""
 from __future__ import annotations
 
+import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -9,15 +26,20 @@ import numpy as np
 import torch
 
 from ros2_amodal_seg.errors import CheckpointError, InvalidInputError
+from ros2_amodal_seg.model.candidates import RawOutputs
 from ros2_amodal_seg.model.checkpoint import load_checkpoint
-from ros2_amodal_seg.model.completion import CompletionConfig, HiddenCompleter, torch_runner, with_flip
+from ros2_amodal_seg.model.completion import CompletionStage, torch_runner
+from ros2_amodal_seg.model.inference_config import InferenceConfig, load_inference_config
 from ros2_amodal_seg.model.model import AmodalSegModel
-from ros2_amodal_seg.model.postprocess import PostprocessConfig, postprocess
-from ros2_amodal_seg.model.reclassify import ReclassifyConfig, Reclassifier
+from ros2_amodal_seg.model.postprocess import PostProcessor
+from ros2_amodal_seg.model.reclassify import ReclassifyStage
 from ros2_amodal_seg.types import Instances2D
 
 #: The shipped checkpoint (metadata in ``amodal_seg.json`` beside it).
 DEFAULT_CHECKPOINT: Path = Path(__file__).resolve().parent.parent / "weights" / "amodal_seg.safetensors"
+#: smallest image side the network runs on [px].
+MIN_IMAGE_SIDE = 8
+_AUTOCAST = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -34,13 +56,13 @@ def resolve_device(device: str = "auto") -> torch.device:
 
 
 def check_image(image_rgb: np.ndarray) -> None:
-    """Raise InvalidInputError unless ``image_rgb`` is ``[H, W, 3]`` uint8 with H, W >= 8."""
+    """Raise InvalidInputError unless ``image_rgb`` is ``[H, W, 3]`` uint8 with H, W >= :data:`MIN_IMAGE_SIDE`."""
     if not isinstance(image_rgb, np.ndarray):
         raise InvalidInputError(f"image must be a numpy array, got {type(image_rgb).__name__}")
     if image_rgb.dtype != np.uint8:
         raise InvalidInputError(f"image must be uint8 RGB, got dtype {image_rgb.dtype}")
-    if image_rgb.ndim != 3 or image_rgb.shape[2] != 3 or image_rgb.shape[0] < 8 or image_rgb.shape[1] < 8:
-        raise InvalidInputError(f"image must be [H, W, 3] with H, W >= 8, got shape {image_rgb.shape}")
+    if image_rgb.ndim != 3 or image_rgb.shape[2] != 3 or min(image_rgb.shape[:2]) < MIN_IMAGE_SIDE:
+        raise InvalidInputError(f"image must be [H, W, 3] with H, W >= {MIN_IMAGE_SIDE}, got shape {image_rgb.shape}")
 
 
 def preprocess(image_rgb: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -50,139 +72,222 @@ def preprocess(image_rgb: np.ndarray, height: int, width: int) -> np.ndarray:
     return np.ascontiguousarray(x.transpose(2, 0, 1)[None].astype(np.float32))
 
 
-class PostprocessingPredictor:
-    """What the torch and the ONNX Runtime predictors share: the post-processing settings (plain
-    attributes that can be changed between calls), the hidden-part completer and the
-    post-processing call with its timing split."""
+def onnx_cache_path(checkpoint: str | Path) -> Path:
+    """Where the ONNX export of ``checkpoint`` is cached: ``$AMODAL_SEG_ONNX_CACHE`` (default
+    ``~/.cache/ros2_amodal_seg/onnx``) / ``<sha256 of the weights and metadata>-<package version>.onnx``."""
+    import hashlib  # noqa: PLC0415
 
-    def _init_postprocessing(self, score_threshold: float, max_instances: int, nms_iou: float,
-                             refine_masks: bool, nms_method: str, complete_hidden: bool,
-                             reclassify: bool = True,
-                             final_nms_sigma: float = PostprocessConfig.final_nms_sigma) -> None:
-        self.score_threshold = float(score_threshold)
-        self.max_instances = int(max_instances)
-        self.nms_iou = float(nms_iou)
-        self.refine_masks = bool(refine_masks)
-        self.nms_method = str(nms_method)
-        self.final_nms_sigma = float(final_nms_sigma)
-        PostprocessConfig(nms_iou=self.nms_iou, nms_method=self.nms_method,
-                          final_nms_sigma=self.final_nms_sigma)  # validate early
-        self.complete_hidden = bool(complete_hidden)
-        self.completer: HiddenCompleter | None = None
-        self.reclassify = bool(reclassify)
-        self.reclassifier: Reclassifier | None = None
-        self.last_timings_ms: dict[str, float] = {}
+    from ros2_amodal_seg.model.checkpoint import meta_path  # noqa: PLC0415
+    from ros2_amodal_seg.version import __version__  # noqa: PLC0415
 
-    def _set_completer(self, cfg: CompletionConfig, num_classes: int, run, completion_flip: bool | None) -> None:
-        """Use the completion network ``run`` (``[N, C, S, S]`` planes -> ``[N, S, S]`` logits);
-        ``completion_flip`` None keeps the checkpoint's ``cfg.flip_average``."""
-        self.completer = HiddenCompleter(with_flip(cfg, completion_flip), num_classes, run)
-
-    def _set_reclassifier(self, cfg: ReclassifyConfig, num_classes: int, run) -> None:
-        """Use the re-classifier ``run`` (``[N, P, S, S]`` planes, ``[N, F]`` features -> ``[N, K]`` logits)."""
-        self.reclassifier = Reclassifier(cfg, num_classes, run)
-
-    def _postprocess(self, outs: list[np.ndarray], image_rgb: np.ndarray) -> tuple[Instances2D, dict[str, float]]:
-        """Raw outputs of one image -> ``(instances, {"postprocess", "completion", "reclassify"} ms)``
-        (post-processing without the two networks' stages)."""
-        t0 = time.perf_counter()
-        comp = self.completer if self.complete_hidden else None
-        recl = self.reclassifier if self.reclassify else None
-        inst = postprocess(*outs, image_size=image_rgb.shape[:2], class_ids=self.class_ids,
-                           cfg=PostprocessConfig(self.score_threshold, self.max_instances, nms_iou=self.nms_iou,
-                                                 nms_method=self.nms_method, refine=self.refine_masks,
-                                                 final_nms_sigma=self.final_nms_sigma),
-                           image=image_rgb, completer=comp, reclassifier=recl)
-        comp_ms = comp.last_ms if comp is not None else 0.0
-        recl_ms = recl.last_ms if recl is not None else 0.0
-        total = (time.perf_counter() - t0) * 1e3
-        return inst, {"postprocess": total - comp_ms - recl_ms, "completion": comp_ms, "reclassify": recl_ms}
+    h = hashlib.sha256()
+    for f in (Path(checkpoint), meta_path(checkpoint)):
+        h.update(f.read_bytes())
+    root = Path(os.environ.get("AMODAL_SEG_ONNX_CACHE", Path.home() / ".cache" / "ros2_amodal_seg" / "onnx"))
+    return root / f"{h.hexdigest()[:24]}-{__version__}.onnx"
 
 
-class AmodalPredictor(PostprocessingPredictor):
-    """Loads a checkpoint once; :meth:`predict` maps an RGB image to :class:`Instances2D`.
+def exported_onnx(checkpoint: str | Path) -> Path:
+    """The cached ONNX export of ``checkpoint`` (with its second-stage networks), exported now when
+    missing (a few seconds, once per checkpoint)."""
+    from ros2_amodal_seg.model.export import export_onnx  # noqa: PLC0415
 
-    ``score_threshold``, ``max_instances``, ``nms_method``, ``nms_iou``, ``refine_masks`` (guided-filter
-    refinement of the full-resolution masks, see :mod:`.upsample`) and ``complete_hidden`` (the
-    hidden-part completion network, see :mod:`.completion`; used only when the checkpoint has
-    one) and ``reclassify`` (the class re-reading network, see :mod:`.reclassify`; likewise) are
-    plain attributes that can be changed between calls. ``completion_flip`` (None: the
-    checkpoint's ``completion.flip_average``) runs the completion network also on each crop's
-    mirror image and averages the logits: better masks behind occluders, about twice the
-    network's time. ``final_nms_sigma`` (0 = off) is the final Matrix NMS on the final amodal
-    masks (:func:`~ros2_amodal_seg.model.postprocess.final_decay`).
+    out = onnx_cache_path(checkpoint)
+    if not out.is_file():
+        tmp = out.with_name(out.stem + f".tmp{os.getpid()}.onnx")
+        export_onnx(checkpoint, tmp)
+        for src in sorted(tmp.parent.glob(tmp.stem + "*")):   # the networks beside it, then the main one
+            if src != tmp:
+                src.rename(out.with_name(out.stem + src.name[len(tmp.stem):]))
+        tmp.rename(out)
+    return out
+
+
+def inference_default(meta: dict) -> InferenceConfig:
+    """The configuration a checkpoint was tuned with: its ``"inference"`` entry, or for a checkpoint
+    written before it existed, the defaults with its re-reader's ``quality_weight``."""
+    if meta.get("inference"):
+        return load_inference_config(checkpoint_meta=meta)
+    legacy = (meta.get("model_config") or {}).get("reclassify") or {}
+    return InferenceConfig().replace(**({"quality_weight": float(legacy["quality_weight"])}
+                                        if "quality_weight" in legacy else {}))
+
+
+class TorchNetworks:
+    """A checkpoint's torch networks on one device.
+
+    Args:
+        model: the loaded :class:`AmodalSegModel` (eval mode). device: where it lives.
+        precision: ``fp32``, or ``fp16`` / ``bf16`` autocast (CUDA only; ignored on the CPU).
+        compile: ``torch.compile`` the main network (CUDA only).
     """
 
-    def __init__(self, model: AmodalSegModel, meta: dict, device: torch.device, score_threshold: float = 0.5,
-                 max_instances: int = 50, nms_iou: float = PostprocessConfig.nms_iou,
-                 refine_masks: bool = PostprocessConfig.refine,
-                 nms_method: str = PostprocessConfig.nms_method, complete_hidden: bool = True,
-                 completion_flip: bool | None = None, reclassify: bool = True,
-                 final_nms_sigma: float = PostprocessConfig.final_nms_sigma) -> None:
+    def __init__(self, model: AmodalSegModel, device: torch.device, precision: str = "fp32",
+                 compile: bool = False) -> None:
         self.model = model
+        self.model_config = model.cfg
+        self.device = device
+        on_cuda = device.type == "cuda"
+        self.autocast = _AUTOCAST.get(precision) if on_cuda else None
+        self._forward = torch.compile(self._eager, dynamic=False) if compile and on_cuda else self._eager
+        self.completion_run = (torch_runner(model.completion, device, self.autocast)
+                               if model.completion is not None else None)
+        self.reclassify_run = (torch_runner(model.reclassifier, device, self.autocast)
+                               if model.reclassifier is not None else None)
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        return self.model.cfg.input_height, self.model.cfg.input_width
+
+    def _eager(self, x: torch.Tensor, min_objectness: float):
+        xn = self.model.normalize(x)
+        f = self.model.decode(xn, self.model.backbone(xn), shape_min_objectness=min_objectness).final
+        return (f.scored_class_logits(), f.amodal_logits, f.visible_logits, f.occlusion_rates, f.order_scores)
+
+    @torch.inference_mode()
+    def __call__(self, x: np.ndarray, min_objectness: float) -> RawOutputs:
+        """``[1, 3, h, w]`` float32 0..255 -> raw outputs of the image, on the device. The shape
+        head skips queries that cannot reach ``min_objectness`` (same result, less work)."""
+        xt = torch.from_numpy(x).to(self.device, non_blocking=True)
+        if self.autocast is not None:
+            with torch.autocast("cuda", dtype=self.autocast):
+                outs = self._forward(xt, min_objectness)
+        else:
+            outs = self._forward(xt, min_objectness)
+        return RawOutputs(*(t[0].float() for t in outs))
+
+
+@dataclass(frozen=True)
+class _Engine:
+    """What a frame runs with: the configuration and the post-processor built from it (swapped as one)."""
+
+    config: InferenceConfig
+    post: PostProcessor
+
+
+class AmodalPredictor:
+    """A checkpoint's networks + the post-processing stages (see the module docstring).
+
+    Args:
+        networks: :class:`TorchNetworks` or :class:`~.export.OnnxNetworks`.
+        meta: the checkpoint's metadata (``classes_dict``, ``model_config``, ...).
+        config: the :class:`InferenceConfig` (default: the checkpoint's own, :func:`inference_default`).
+    """
+
+    def __init__(self, networks, meta: dict, config: InferenceConfig | None = None) -> None:
+        self.networks = networks
         self.meta = meta
-        self._device = device
-        self._init_postprocessing(score_threshold, max_instances, nms_iou, refine_masks, nms_method,
-                                  complete_hidden, reclassify, final_nms_sigma)
-        self.class_names: dict[int, str] = dict(meta["classes_dict"])
+        self.class_names: dict[int, str] = {int(k): str(v) for k, v in dict(meta["classes_dict"]).items()}
         self.class_ids: list[int] = sorted(self.class_names)
-        self.input_size: tuple[int, int] = (model.cfg.input_height, model.cfg.input_width)
-        if model.completion is not None:
-            self._set_completer(model.cfg.completion, model.cfg.num_classes, torch_runner(model.completion, device),
-                                completion_flip)
-        if model.reclassifier is not None:
-            self._set_reclassifier(model.cfg.reclassify, model.cfg.num_classes,
-                                   torch_runner(model.reclassifier, device))
+        self.input_size: tuple[int, int] = tuple(networks.input_size)
+        self.last_timings_ms: dict[str, float] = {}
+        self._engine = self._build(config if config is not None else inference_default(meta))
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path | None = None, device: str = "auto", score_threshold: float = 0.5,
-                        max_instances: int = 50, nms_iou: float = PostprocessConfig.nms_iou,
-                        refine_masks: bool = PostprocessConfig.refine,
-                        nms_method: str = PostprocessConfig.nms_method,
-                        complete_hidden: bool = True, completion_flip: bool | None = None,
-                        reclassify: bool = True,
-                        final_nms_sigma: float = PostprocessConfig.final_nms_sigma) -> "AmodalPredictor":
-        """Load ``path`` (default :data:`DEFAULT_CHECKPOINT`) on ``device`` (auto|cpu|cuda)."""
+    def from_checkpoint(cls, path: str | Path | None = None, device: str = "auto",
+                        config: InferenceConfig | None = None) -> "AmodalPredictor":
+        """Load ``path`` (default :data:`DEFAULT_CHECKPOINT`) on ``device`` (auto|cpu|cuda); ``config``
+        None = the checkpoint's own configuration. Its ``backend`` picks the networks' runtime: torch,
+        or ONNX Runtime (``auto`` on a CPU; the export is cached, :func:`onnx_cache_path`)."""
+        from ros2_amodal_seg.model.checkpoint import read_metadata  # noqa: PLC0415
+
         dev = resolve_device(device)
-        model, meta = load_checkpoint(DEFAULT_CHECKPOINT if path is None else path, dev)
-        return cls(model, meta, dev, score_threshold, max_instances, nms_iou, refine_masks, nms_method,
-                   complete_hidden, completion_flip, reclassify, final_nms_sigma)
+        path = Path(DEFAULT_CHECKPOINT if path is None else path)
+        meta = read_metadata(path)
+        cfg = config if config is not None else inference_default(meta)
+        if cfg.backend == "onnxruntime" or (cfg.backend == "auto" and dev.type == "cpu"):
+            from ros2_amodal_seg.model.export import OnnxNetworks  # noqa: PLC0415
+
+            if dev.type != "cpu":
+                raise InvalidInputError(f"backend onnxruntime runs on the CPU here, not on {dev}: use backend torch")
+            nets = OnnxNetworks(exported_onnx(path))
+            return cls(nets, dict(meta, classes_dict=nets.meta["classes_dict"]), cfg)
+        model, meta = load_checkpoint(path, dev)
+        return cls(TorchNetworks(model, dev, cfg.precision, cfg.compile), meta, cfg)
+
+    @classmethod
+    def with_torch(cls, path: str | Path | None = None, device: str = "auto") -> "AmodalPredictor":
+        """The checkpoint's own configuration on torch networks (what training code needs: the
+        model's modules themselves)."""
+        from ros2_amodal_seg.model.checkpoint import read_metadata  # noqa: PLC0415
+
+        meta = read_metadata(DEFAULT_CHECKPOINT if path is None else path)
+        return cls.from_checkpoint(path, device, inference_default(meta).replace(backend="torch"))
+
+    # ------------------------------------------------------------------ configuration
+    def _build(self, cfg: InferenceConfig) -> _Engine:
+        mcfg = self.networks.model_config
+        k = len(self.class_ids)
+        comp = (CompletionStage(mcfg.completion, k, self.networks.completion_run)
+                if self.networks.completion_run is not None else None)
+        recl = (ReclassifyStage(mcfg.reclassify, k, cfg.quality_weight, self.networks.reclassify_run)
+                if self.networks.reclassify_run is not None else None)
+        return _Engine(cfg, PostProcessor(cfg, self.class_ids, completion=comp, reclassify=recl))
+
+    @property
+    def config(self) -> InferenceConfig:
+        return self._engine.config
+
+    def set_config(self, config: InferenceConfig) -> None:
+        """Use ``config`` from the next frame on (``precision`` and ``compile`` apply when the networks
+        are loaded: they are fixed here). The swap is one assignment: a frame never sees half of it."""
+        self._engine = self._build(config)
+
+    @property
+    def completion_stage(self) -> CompletionStage | None:
+        """The checkpoint's completion stage (None without the network)."""
+        if self.networks.completion_run is None:
+            return None
+        return CompletionStage(self.networks.model_config.completion, len(self.class_ids), self.networks.completion_run)
+
+    def with_stages(self, *, completion=None, reclassify=None) -> PostProcessor:
+        """A post-processor of the current configuration with other completion / re-reading stages
+        (the second-stage training puts recorders there)."""
+        return PostProcessor(self.config, self.class_ids, completion=completion, reclassify=reclassify)
+
+    @property
+    def has_completion(self) -> bool:
+        return self.networks.completion_run is not None
+
+    @property
+    def has_reclassifier(self) -> bool:
+        return self.networks.reclassify_run is not None
 
     @property
     def device(self) -> str:
         """``"cpu"`` or ``"cuda:0"``."""
-        return str(self._device)
+        return str(self.networks.device)
 
-    def _sync(self) -> None:
-        if self._device.type == "cuda":
-            torch.cuda.synchronize(self._device)
+    # ------------------------------------------------------------------ inference
+    def raw(self, image_rgb: np.ndarray) -> RawOutputs:
+        """The networks' raw outputs for one image (on the device)."""
+        engine = self._engine
+        return self.networks(preprocess(image_rgb, *self.input_size), engine.config.score_threshold)
 
-    @torch.inference_mode()
-    def predict(self, image_rgb: np.ndarray) -> Instances2D:
-        """``image_rgb`` ``[H, W, 3]`` uint8 RGB (any size) -> instances at ``H x W``."""
-        if self.model is None:
+    def predict(self, image_rgb: np.ndarray, post: PostProcessor | None = None) -> Instances2D:
+        """``image_rgb`` ``[H, W, 3]`` uint8 RGB (any size) -> instances at ``H x W``; ``post`` replaces the
+        configured post-processor for this call (the second-stage training's recorders)."""
+        if self.networks is None:
             raise CheckpointError("predictor was closed")
         check_image(image_rgb)
+        engine = self._engine
+        post = post if post is not None else engine.post
         t0 = time.perf_counter()
-        x = torch.from_numpy(preprocess(image_rgb, *self.input_size)).to(self._device)
-        self._sync()
+        x = preprocess(image_rgb, *self.input_size)
+        image = torch.from_numpy(image_rgb).to(self.networks.device, non_blocking=True)
         t1 = time.perf_counter()
-        xn = self.model.normalize(x)
-        feats = self.model.backbone(xn)
-        self._sync()
+        raw = self.networks(x, engine.config.score_threshold)
+        if self.networks.device.type == "cuda":
+            torch.cuda.synchronize(self.networks.device)
         t2 = time.perf_counter()
-        # the shape head skips queries that cannot reach the score threshold (same result, less work)
-        f = self.model.decode(xn, feats, shape_min_objectness=self.score_threshold).final
-        outs = [t[0].float().cpu().numpy() for t in (f.scored_class_logits(), f.amodal_logits, f.visible_logits,
-                                                      f.occlusion_rates, f.order_scores)]
-        t3 = time.perf_counter()
-        inst, post = self._postprocess(outs, image_rgb)
-        self.last_timings_ms = {"preprocess": (t1 - t0) * 1e3, "backbone": (t2 - t1) * 1e3,
-                                "decoder": (t3 - t2) * 1e3, **post}
+        inst, stages = post(raw, image)
+        self.last_timings_ms = {"preprocess": (t1 - t0) * 1e3, "network": (t2 - t1) * 1e3,
+                                **{f"post.{k}": v for k, v in stages.items()}}
         return inst
 
     def close(self) -> None:
-        """Free the model (and the CUDA cache)."""
-        self.model = None
-        if self._device.type == "cuda":
+        """Free the networks (and the CUDA cache)."""
+        dev = self.networks.device if self.networks is not None else None
+        self.networks = None
+        if dev is not None and dev.type == "cuda":
             torch.cuda.empty_cache()

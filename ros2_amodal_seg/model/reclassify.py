@@ -35,27 +35,28 @@ post-processing the predicted IoU takes the place of the query's mask quality in
 (``quality_weight`` w: ``query_quality ** (1 - w) * predicted_iou ** w``), so instances are
 ranked by how good their masks are (what COCO AP at IoU 0.5-0.95 rewards).
 
-The numpy side (crops in, probabilities out) is shared by the torch and ONNX predictors;
-the network is called through ``run(planes [N, P, S, S], features [N, F]) -> [N, K (+ 1)] logits``
+:class:`ReclassifyStage` is the post-processing stage (:mod:`.postprocess`); the crops are
+:mod:`.crops`' (OpenCV on the CPU, torch on a GPU). The network is called through
+``run(planes [N, P, S, S], features [N, F]) -> [N, K (+ 1)] logits`` on tensors
 (:func:`~ros2_amodal_seg.model.completion.torch_runner` over a :class:`ReclassifierNet`, or ONNX Runtime).
 The network is trained after the main model and the completion network, on their own
 predictions matched to ground truth (:mod:`.reclassify_train`).
 """
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ros2_amodal_seg.errors import ConfigError
-from ros2_amodal_seg.model.completion import _cut, crop_boxes, inside_fraction, mask_planes
-from ros2_amodal_seg.model.upsample import sigmoid, softmax
+from ros2_amodal_seg.model import crops as C
+from ros2_amodal_seg.model.candidates import Candidates
+from ros2_amodal_seg.model.crops import CropSpec
+from ros2_amodal_seg.model.ops import torch_kernels
 
 #: crop planes: image, final amodal and visible masks, occluder region, in-image share
 PLANES: tuple[str, ...] = ("red", "green", "blue", "amodal", "visible", "occluders", "inside")
@@ -75,9 +76,8 @@ class ReclassifyConfig:
         hidden: width of the MLP over the pooled features and the instance's features.
         quality: the network also predicts the IoU of the instance's final amodal mask with its
             object (a mask-quality head on the same MLP features, as Mask Scoring R-CNN); it then
-            replaces the query's own mask-quality factor in the score (``quality_weight``).
-        quality_weight: w in [0, 1]: the score's mask-quality factor becomes
-            ``query_quality ** (1 - w) * predicted_iou ** w`` (0: the query's, 1: the network's).
+            replaces the query's own mask-quality factor in the score (the inference setting
+            ``quality_weight``).
     """
 
     enabled: bool = False
@@ -87,7 +87,6 @@ class ReclassifyConfig:
     channels: tuple[int, ...] = (16, 32, 64, 96)
     hidden: int = 128
     quality: bool = False
-    quality_weight: float = 1.0
 
     def __post_init__(self) -> None:
         if self.crop_size < 16 or self.crop_size % 16:
@@ -98,8 +97,10 @@ class ReclassifyConfig:
         if len(self.channels) != 4 or min(self.channels) < 4 or self.hidden < 4:
             raise ConfigError(f"reclassify channels must be 4 widths >= 4 and hidden >= 4, got "
                               f"{self.channels}, {self.hidden}")
-        if not 0.0 <= self.quality_weight <= 1.0:
-            raise ConfigError(f"reclassify quality_weight must be in [0, 1], got {self.quality_weight}")
+
+    @property
+    def crops(self) -> CropSpec:
+        return CropSpec(self.crop_size, self.context, self.min_side_px)
 
     @staticmethod
     def num_features(num_classes: int) -> int:
@@ -157,76 +158,117 @@ class ReclassifierNet(nn.Module):
         return torch.cat([logits, self.quality(hidden)], 1)                  # [N, K + 1]
 
 
-# ---------------------------------------------------------------------------- inputs (numpy)
+# ---------------------------------------------------------------------------- inputs
 @dataclass
 class ReclassifyInputs:
-    """Attributes:
+    """Attributes (numpy arrays, or tensors on the masks' device):
         planes: ``[N, P, S, S]`` float32 network input (:data:`PLANES`).
         features: ``[N, K + 2]`` float32: class distribution, score, occlusion rate.
         boxes: ``[N, 3]`` int64 crops ``(x0, y0, side)`` [px].
     """
 
-    planes: np.ndarray
-    features: np.ndarray
-    boxes: np.ndarray
+    planes: np.ndarray | torch.Tensor
+    features: np.ndarray | torch.Tensor
+    boxes: np.ndarray | torch.Tensor
 
 
-def reclassify_inputs(image: np.ndarray, amodal: np.ndarray, visible: np.ndarray, class_prob: np.ndarray,
-                      scores: np.ndarray, occlusion_rates: np.ndarray, cfg: ReclassifyConfig) -> ReclassifyInputs:
-    """Crop planes and features of the kept instances.
+def instance_features(class_prob, scores, occlusion_rates):
+    """``[N, K + 2]`` float32 features: the class distribution normalised over the classes (a zero
+    row becomes uniform), the score and the occlusion rate (numpy or torch)."""
+    if isinstance(class_prob, torch.Tensor):
+        p = class_prob.double().reshape(len(class_prob), -1)
+        total = p.sum(1, keepdim=True)
+        p = torch.where(total > 0, p / total.clamp_min(1e-300), torch.full_like(p, 1.0 / max(p.shape[1], 1)))
+        return torch.cat([p, scores.double().reshape(-1, 1), occlusion_rates.double().reshape(-1, 1)], 1).float()
+    n = len(class_prob)
+    p = np.asarray(class_prob, np.float64).reshape(n, -1)
+    total = p.sum(1, keepdims=True)
+    p = np.where(total > 0, p / np.maximum(total, 1e-300), 1.0 / max(p.shape[1], 1))
+    return np.concatenate([p, np.asarray(scores, np.float64).reshape(n, 1),
+                           np.asarray(occlusion_rates, np.float64).reshape(n, 1)], 1).astype(np.float32)
+
+
+def reclassify_inputs(image, amodal, visible, class_prob, scores, occlusion_rates, cfg: ReclassifyConfig
+                      ) -> ReclassifyInputs:
+    """Crop planes and features of the kept instances (numpy in -> numpy out; tensors -> tensors on
+    their device, OpenCV on the CPU, torch elsewhere).
 
     Args:
         image: ``[H, W, 3]`` uint8 RGB, the full image.
         amodal, visible: ``[N, H, W]`` bool final full-resolution masks (image frame).
-        class_prob: ``[N, K]`` each instance's class distribution (rows need not sum to 1: they
-            are normalised here; a zero row becomes uniform).
+        class_prob: ``[N, K]`` each instance's class distribution (normalised here).
         scores: ``[N]`` instance scores in [0, 1]. occlusion_rates: ``[N]`` predicted, in [0, 1].
     """
     n, height, width = amodal.shape
-    if image.shape[:2] != (height, width) or visible.shape != amodal.shape:
-        raise ValueError(f"image {image.shape[:2]}, amodal {amodal.shape} and visible {visible.shape} disagree")
+    if tuple(image.shape[:2]) != (height, width) or visible.shape != amodal.shape:
+        raise ValueError(f"image {tuple(image.shape[:2])}, amodal {tuple(amodal.shape)} and visible "
+                         f"{tuple(visible.shape)} disagree")
+    if isinstance(amodal, torch.Tensor):
+        if not torch_kernels(amodal):
+            x = reclassify_inputs(*(t.numpy() for t in (image, amodal, visible, class_prob.float(), scores.float(),
+                                                          occlusion_rates.float())), cfg)
+            return ReclassifyInputs(*(torch.from_numpy(a) for a in (x.planes, x.features, x.boxes)))
+        return _reclassify_inputs_t(image, amodal, visible, class_prob, scores, occlusion_rates, cfg)
     size = cfg.crop_size
-    boxes = crop_boxes(amodal, cfg)
+    boxes = C.crop_boxes(amodal, cfg.crops)
     count = visible.sum(0, dtype=np.int32)
     planes = np.zeros((n, len(PLANES), size, size), np.float32)
     for i in range(n):
-        x0, y0, side = (int(v) for v in boxes[i])
-        rgb = cv2.resize(_cut(image, x0, y0, side, np.uint8), (size, size), interpolation=cv2.INTER_AREA)
-        planes[i, :3] = rgb.transpose(2, 0, 1) / np.float32(255.0)
-        planes[i, 3:6] = mask_planes(amodal[i], visible[i], count, boxes[i], size)
-        planes[i, 6] = inside_fraction(boxes[i], (height, width), size)
-    p = np.asarray(class_prob, np.float64).reshape(n, -1)
-    total = p.sum(1, keepdims=True)
-    p = np.where(total > 0, p / np.maximum(total, 1e-300), 1.0 / max(p.shape[1], 1))
-    features = np.concatenate([p, np.asarray(scores, np.float64).reshape(n, 1),
-                               np.asarray(occlusion_rates, np.float64).reshape(n, 1)], 1).astype(np.float32)
-    return ReclassifyInputs(planes, features, boxes)
+        planes[i, :3] = C.crop_image(image, boxes[i], size)
+        planes[i, 3:6] = C.mask_planes(amodal[i], visible[i], count, boxes[i], size)
+        planes[i, 6] = C.inside_fraction(boxes[i], (height, width), size)
+    return ReclassifyInputs(planes, instance_features(class_prob, scores, occlusion_rates), boxes)
 
 
-class Reclassifier:
-    """Post-processing step: ``reclassifier(image, amodal, visible, class_prob, scores, occlusion_rates)``
-    -> ``([N, K] new class distributions, [N] predicted amodal IoU or None)``. ``run`` maps
-    ``([N, P, S, S], [N, K + 2])`` float32 to ``[N, K]`` logits, or ``[N, K + 1]`` with
-    ``cfg.quality`` (torch or ONNX Runtime)."""
+def _reclassify_inputs_t(image: torch.Tensor, amodal: torch.Tensor, visible: torch.Tensor, class_prob: torch.Tensor,
+                         scores: torch.Tensor, occlusion_rates: torch.Tensor, cfg: ReclassifyConfig) -> ReclassifyInputs:
+    """:func:`reclassify_inputs` in torch. The image is area-resampled as uint8 then scaled, as
+    OpenCV does (rounded to integers), so the crops match the CPU path."""
+    n, height, width = amodal.shape
+    size = cfg.crop_size
+    boxes = C.crop_boxes(amodal, cfg.crops)
+    count = visible.sum(0, dtype=torch.int32)
+    img = image.permute(2, 0, 1).float()                                       # [3, H, W] 0..255
+    planes = torch.zeros((n, len(PLANES), size, size), device=amodal.device)
+    for i, box in enumerate(boxes.tolist()):
+        planes[i, :3] = torch.round(C.area_resize_t(C.cut_t(img, box), size)) / 255.0
+        planes[i, 3:6] = C.mask_planes_t(amodal[i], visible[i], count, box, size)
+    planes[:, 6] = C.inside_fraction_t(boxes, (height, width), size)
+    return ReclassifyInputs(planes, instance_features(class_prob, scores, occlusion_rates), boxes)
 
-    def __init__(self, cfg: ReclassifyConfig, num_classes: int,
-                 run: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> None:
+
+class ReclassifyStage:
+    """Post-processing stage: each candidate's class read again from a crop of the image and of its
+    final masks; its score mass (summed over the classes) is shared out by the new distribution.
+    With the quality head the predicted amodal IoU replaces a share ``quality_weight`` of the
+    query's mask quality in the score (geometrically).
+
+    Args:
+        cfg: the network's :class:`ReclassifyConfig`. num_classes: K.
+        quality_weight: w in [0, 1] (the inference setting).
+        run: ``run(planes, features) -> [N, K (+ 1)]`` logits on tensors of the candidates' device.
+    """
+
+    name = "reclassify"
+
+    def __init__(self, cfg: ReclassifyConfig, num_classes: int, quality_weight: float,
+                 run: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> None:
         self.cfg = cfg
         self.num_classes = int(num_classes)
+        self.quality_weight = float(quality_weight)
         self.run = run
-        self.last_ms = 0.0          # wall time of the last call [ms]
 
-    def __call__(self, image: np.ndarray, amodal: np.ndarray, visible: np.ndarray, class_prob: np.ndarray,
-                 scores: np.ndarray, occlusion_rates: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        t0 = time.perf_counter()
-        try:
-            if len(amodal) == 0:
-                return np.zeros((0, self.num_classes)), (np.zeros(0) if self.cfg.quality else None)
-            x = reclassify_inputs(image, amodal, visible, class_prob, scores, occlusion_rates, self.cfg)
-            out = np.asarray(self.run(x.planes, x.features), np.float64)          # [N, K (+ 1)]
-            k = self.num_classes
-            if out.shape != (len(amodal), k + self.cfg.quality):
-                raise ValueError(f"re-classifier returned {out.shape}, expected {(len(amodal), k + self.cfg.quality)}")
-            return softmax(out[:, :k]), (sigmoid(out[:, k]) if self.cfg.quality else None)
-        finally:
-            self.last_ms = (time.perf_counter() - t0) * 1e3
+    def __call__(self, c: Candidates) -> Candidates:
+        if len(c) == 0:
+            return c
+        x = reclassify_inputs(c.image, c.amodal, c.visible, c.class_dist, c.scores, c.occlusion.clamp(0, 1), self.cfg)
+        out = self.run(torch.as_tensor(x.planes, device=c.device), torch.as_tensor(x.features, device=c.device))
+        k = self.num_classes
+        if tuple(out.shape) != (len(c), k + self.cfg.quality):
+            raise ValueError(f"re-classifier returned {tuple(out.shape)}, expected {(len(c), k + self.cfg.quality)}")
+        read = torch.softmax(out[:, :k].double(), 1).float()                 # [N, K]
+        c.class_dist = read * c.class_dist.sum(1, keepdim=True)
+        if self.cfg.quality:
+            iou = torch.sigmoid(out[:, k].double()).float()
+            c.ratio = c.ratio * (iou.clamp(1e-6, 1.0) / c.mask_quality.clamp_min(1e-6)) ** self.quality_weight
+        return c

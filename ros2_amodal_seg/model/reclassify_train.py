@@ -39,7 +39,9 @@ from ros2_amodal_seg.errors import ConfigError
 from ros2_amodal_seg.masks import iou_matrix
 from ros2_amodal_seg.model.checkpoint import save_with_stage
 from ros2_amodal_seg.model.predictor import AmodalPredictor
-from ros2_amodal_seg.model.reclassify import PLANES, ReclassifierNet, ReclassifyConfig, reclassify_inputs
+from ros2_amodal_seg.model.candidates import Candidates
+from ros2_amodal_seg.model.reclassify import (PLANES, ReclassifierNet, ReclassifyConfig, ReclassifyInputs,
+                                              reclassify_inputs)
 from ros2_amodal_seg.model.upsample import sigmoid
 from ros2_amodal_seg.model.visualize import plot_training
 
@@ -131,20 +133,22 @@ class ClassCrops:
 
 
 class InstanceRecorder:
-    """Sits in the re-classifier slot of the post-processing (the call signature of
-    :class:`~ros2_amodal_seg.model.reclassify.Reclassifier`): records the kept instances' crop
-    planes, features and amodal masks, and returns their class distributions unchanged."""
+    """A post-processing stage in the re-reading network's place: records the kept instances' crop
+    planes, features and amodal masks (exactly what the network sees at run time), and leaves the
+    candidates unchanged."""
+
+    name = "reclassify"
 
     def __init__(self, cfg: ReclassifyConfig, num_classes: int) -> None:
         self.cfg = cfg
         self.num_classes = int(num_classes)
         self.last = None
-        self.last_ms = 0.0          # the predictors report it as the re-classifier stage's time
 
-    def __call__(self, image, amodal, visible, class_prob, scores, occlusion_rates) -> np.ndarray:
-        x = reclassify_inputs(image, amodal, visible, class_prob, scores, occlusion_rates, self.cfg)
-        self.last = (x, amodal)
-        return x.features[:, :self.num_classes].astype(np.float64), None
+    def __call__(self, c: Candidates) -> Candidates:
+        x = reclassify_inputs(c.image, c.amodal, c.visible, c.class_dist, c.scores, c.occlusion.clamp(0, 1), self.cfg)
+        self.last = (ReclassifyInputs(*(np.asarray(torch.as_tensor(a).cpu()) for a in (x.planes, x.features, x.boxes))),
+                     c.amodal.cpu().numpy())
+        return c
 
 
 def collect_class_crops(predictor: AmodalPredictor, dataset: AmodalDataset, cfg: ReclassifyConfig,
@@ -153,17 +157,18 @@ def collect_class_crops(predictor: AmodalPredictor, dataset: AmodalDataset, cfg:
     its best amodal IoU with an object and, when that reaches ``min_match_iou``, its class."""
     from tqdm import tqdm  # noqa: PLC0415
 
-    k = predictor.model.cfg.num_classes
+    k = predictor.networks.model_config.num_classes
     index = {cid: i for i, cid in enumerate(predictor.class_ids)}
     rec = InstanceRecorder(cfg, k)
-    saved = predictor.score_threshold, predictor.reclassifier, predictor.reclassify
-    predictor.score_threshold, predictor.reclassifier, predictor.reclassify = train_cfg.score_threshold, rec, True
+    saved = predictor.config
+    predictor.set_config(saved.replace(score_threshold=train_cfg.score_threshold, reclassify=True))
+    post = predictor.with_stages(completion=predictor.completion_stage, reclassify=rec)
     planes, feats, labels, ious = [], [], [], []
     name = Path(dataset.source).parent.name if dataset.source is not None else "crops"
     try:
         for s in tqdm(dataset.samples, desc=f"crops {name}", unit="img", disable=not progress, dynamic_ncols=True):
             rec.last = None
-            predictor.predict(s.load_image())
+            predictor.predict(s.load_image(), post=post)
             anns = [a for a in s.annotations if a.category_id in index]
             if rec.last is None:
                 continue
@@ -177,7 +182,7 @@ def collect_class_crops(predictor: AmodalPredictor, dataset: AmodalDataset, cfg:
                 labels.append(index[anns[best[i]].category_id] if top[i] >= train_cfg.min_match_iou else -1)
                 ious.append(top[i])
     finally:
-        predictor.score_threshold, predictor.reclassifier, predictor.reclassify = saved
+        predictor.set_config(saved)
     s = cfg.crop_size
     if not planes:
         return ClassCrops(np.zeros((0, len(PLANES), s, s), np.uint8),
@@ -281,8 +286,8 @@ def train_reclassifier_net(train: ClassCrops, val: ClassCrops | None, cfg: Recla
 def save_with_reclassifier(predictor: AmodalPredictor, net: ReclassifierNet, cfg: ReclassifyConfig,
                            out: str | Path, extra: dict | None = None) -> Path:
     """The predictor's model plus ``net`` as a checkpoint with ``reclassify.enabled``."""
-    return save_with_stage(predictor.model, predictor.meta, predictor.class_names, "reclassify", "reclassifier", net,
-                           cfg, out, extra)
+    return save_with_stage(predictor.networks.model, predictor.meta, predictor.class_names, "reclassify",
+                           "reclassifier", net, cfg, out, extra)
 
 
 def plot_history(hist: dict, path: str | Path) -> Path:
@@ -344,8 +349,9 @@ def run(checkpoint: str | Path | None, data: list[str], val: list[str], out: str
     if not collect_only and out is None:
         raise ConfigError("an output checkpoint path is needed unless collecting only")
     t0 = time.time()
-    pred = AmodalPredictor.from_checkpoint(checkpoint, device, max_instances=50)   # an old re-classifier is replaced
-    k = pred.model.cfg.num_classes
+    pred = AmodalPredictor.with_torch(checkpoint, device)    # an old re-classifier is replaced
+    pred.set_config(pred.config.replace(max_instances=50))
+    k = pred.networks.model_config.num_classes
     cache = None if crop_cache is None else Path(crop_cache)
     train = ClassCrops.concat([_crops_of(pred, d, cfg, train_cfg, cache, progress) for d in data])
     valset = ClassCrops.concat([_crops_of(pred, d, cfg, train_cfg, cache, progress) for d in val]) if val else None
@@ -355,10 +361,10 @@ def run(checkpoint: str | Path | None, data: list[str], val: list[str], out: str
                      "collect_s": round(t1 - t0, 1), "device": pred.device}
     if collect_only:
         return summary
-    net, hist = train_reclassifier_net(train, valset, cfg, k, train_cfg, pred._device, progress)
+    net, hist = train_reclassifier_net(train, valset, cfg, k, train_cfg, pred.networks.device, progress)
     summary.update(train_s=round(time.time() - t1, 1), train_config=dataclasses.asdict(train_cfg))
     if valset is not None and len(valset):
-        summary["val"] = evaluate_class_crops(net, valset, pred._device)
+        summary["val"] = evaluate_class_crops(net, valset, pred.networks.device)
     path = save_with_reclassifier(pred, net, cfg, out, extra={"reclassify_training": summary})
     summary["checkpoint"] = str(path)
     summary["plot"] = str(plot_history(hist, Path(out).with_suffix(".reclassify.png")))

@@ -14,11 +14,21 @@ Cost: the fast variant (He and Sun, "Fast Guided Filter", 2015) fits the coeffic
 regularised 3 x 3 colour covariance) are computed once per image on that grid; each mask
 then needs 8 box filters there, only inside the window its probabilities can reach, and one
 bilinear upsampling of its 4 coefficient maps (see :func:`guided_upsample_masks`).
+
+Two implementations with the same results (tested to float rounding): numpy + OpenCV for
+the CPU (:class:`ColourGuide`; the fastest there), torch for a GPU (:class:`TorchColourGuide`;
+the masks never leave the device). :func:`make_guide`, :func:`upsample_masks` and
+:func:`guided_upsample_masks` pick one from the type and device of their inputs; on the CPU
+a torch tensor is viewed as a numpy array (no copy).
 """
 from __future__ import annotations
 
 import cv2
 import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ros2_amodal_seg.model import ops
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
@@ -176,7 +186,7 @@ def _windows(logits: np.ndarray, threshold: float, y: tuple, x: tuple, pad: int,
     return out
 
 
-def upsample_masks(logits: np.ndarray, threshold: float, height: int, width: int) -> np.ndarray:
+def _upsample_masks_np(logits: np.ndarray, threshold: float, height: int, width: int) -> np.ndarray:
     """``[N, h, w]`` float logits -> ``[N, height, width]`` bool ``bilinear(logits) > threshold``.
 
     Same result as thresholding a full ``cv2.resize(INTER_LINEAR)`` of the logits (tested), but
@@ -199,7 +209,7 @@ def upsample_masks(logits: np.ndarray, threshold: float, height: int, width: int
 SUPPORT_PROB = 0.01
 
 
-def guided_upsample_masks(logits: np.ndarray, threshold: float, guide: ColourGuide,
+def _guided_upsample_masks_np(logits: np.ndarray, threshold: float, guide: ColourGuide,
                           support_prob: float = SUPPORT_PROB) -> np.ndarray:
     """``[N, h, w]`` float logits -> ``[N, H, W]`` bool: ``guided(sigmoid(bilinear(logits))) > threshold``
     (``threshold`` a probability), with ``H, W`` the guide image's size.
@@ -228,3 +238,207 @@ def guided_upsample_masks(logits: np.ndarray, threshold: float, guide: ColourGui
             ye, xe = min(yb * s, height), min(xb * s, width)
             out[k, ya * s:ye, xa * s:xe] = q[: ye - ya * s, : xe - xa * s]
     return out
+
+
+# ----------------------------------------------------------------------------------- torch (GPU)
+def _pad_bottom_right(x: torch.Tensor, pad_y: int, pad_x: int) -> torch.Tensor:
+    """``[..., H, W]`` -> ``[..., H + pad_y, W + pad_x]``, mirrored (``cv2.BORDER_REFLECT``) below / right."""
+    if not pad_y and not pad_x:
+        return x
+    r = max(pad_y, pad_x)
+    h, w = x.shape[-2:]
+    return ops.pad_symmetric(x, r)[..., r:r + h + pad_y, r:r + w + pad_x]
+
+
+class TorchColourGuide:
+    """Per-image part of the colour guided filter, optionally the *fast* guided filter (He and Sun,
+    2015): the linear coefficients are fitted on a ``subsample``-times smaller grid and upsampled
+    bilinearly, only the final ``q = a . I + b`` uses the full-resolution image.
+
+    Args:
+        image_rgb: ``[H, W, 3]`` uint8 RGB tensor on the device the masks live on (any channel
+            order works: the filter is invariant to it).
+        radius: box radius in full-resolution pixels, >= 1 (``radius / subsample`` on the coarse grid).
+        eps: regulariser on the colour covariance, for RGB scaled to [0, 1]; larger = smoother.
+        subsample: integer factor of the coarse grid (1 = the plain guided filter).
+    """
+
+    def __init__(self, image_rgb: torch.Tensor, radius: int, eps: float, subsample: int = 1) -> None:
+        if image_rgb.ndim != 3 or image_rgb.shape[2] != 3:
+            raise ValueError(f"guide image must be [H, W, 3], got {tuple(image_rgb.shape)}")
+        if radius < 1 or eps <= 0 or subsample < 1:
+            raise ValueError(f"radius and subsample must be >= 1 and eps > 0, got {radius}, {eps}, {subsample}")
+        self.size = tuple(image_rgb.shape[:2])                                  # (H, W)
+        self.subsample = s = int(subsample)
+        self.radius = max(1, int(round(radius / s)))                            # on the coarse grid
+        self.eps = float(eps)
+        height, width = self.size
+        img = image_rgb.permute(2, 0, 1).float() * (1.0 / 255.0)                # [3, H, W]
+        self.full = _pad_bottom_right(img, -height % s, -width % s)             # [3, H', W'], multiples of s
+        self.coarse = self.full if s == 1 else F.avg_pool2d(self.full[None], s)[0]   # [3, H'/s, W'/s] block means
+        self.mean = self.box(self.coarse)                                       # [3, H'/s, W'/s]
+        c = self.coarse
+        prod = torch.stack([c[0] * c[0], c[0] * c[1], c[0] * c[2], c[1] * c[1], c[1] * c[2], c[2] * c[2]])
+        m = self.mean
+        cov = self.box(prod) - torch.stack([m[0] * m[0], m[0] * m[1], m[0] * m[2], m[1] * m[1], m[1] * m[2],
+                                            m[2] * m[2]])                       # [6, H'/s, W'/s]
+        a11, a12, a13 = cov[0] + self.eps, cov[1], cov[2]
+        a22, a23, a33 = cov[3] + self.eps, cov[4], cov[5] + self.eps
+        # inverse of the symmetric 3 x 3 (Sigma + eps I) per pixel, by cofactors
+        c11, c12, c13 = a22 * a33 - a23 * a23, a13 * a23 - a12 * a33, a12 * a23 - a13 * a22
+        c22, c23, c33 = a11 * a33 - a13 * a13, a13 * a12 - a11 * a23, a11 * a22 - a12 * a12
+        inv_det = 1.0 / (a11 * c11 + a12 * c12 + a13 * c13)
+        self.inv = torch.stack([torch.stack([c11, c12, c13]), torch.stack([c12, c22, c23]),
+                                torch.stack([c13, c23, c33])]) * inv_det       # [3, 3, H'/s, W'/s]
+
+    @property
+    def coarse_size(self) -> tuple[int, int]:
+        """``(H'/s, W'/s)``: the grid the coefficients live on."""
+        return tuple(self.coarse.shape[1:])
+
+    def box(self, x: torch.Tensor) -> torch.Tensor:
+        """Mean over the ``(2r+1)^2`` window (reflected at the borders) of ``[..., h, w]``."""
+        return ops.box_mean(x, self.radius)
+
+    def coefficients(self, p: torch.Tensor, ya: int = 0, xa: int = 0) -> torch.Tensor:
+        """Box-averaged linear coefficients ``[4, h, w]`` (a_0, a_1, a_2, b) for ``p`` ``[h, w]``
+        float32 on the coarse grid, the window at coarse rows ``ya:ya+h``, cols ``xa:xa+w``."""
+        h, w = p.shape
+        img = self.coarse[:, ya:ya + h, xa:xa + w]                              # [3, h, w]
+        mean = self.mean[:, ya:ya + h, xa:xa + w]
+        inv = self.inv[:, :, ya:ya + h, xa:xa + w]                              # [3, 3, h, w]
+        boxed = self.box(torch.cat([p[None], img * p[None]]))                   # [4, h, w]: mean p, mean I p
+        mp = boxed[0]
+        cov = boxed[1:] - mean * mp                                             # [3, h, w]
+        a = (inv * cov[None]).sum(1)                                            # [3, h, w]
+        b = mp - (a * mean).sum(0)
+        return self.box(torch.cat([a, b[None]]))                                # [4, h, w]
+
+    def apply(self, coef: torch.Tensor, ya: int = 0, xa: int = 0) -> torch.Tensor:
+        """``q = a . I + b`` at full resolution for coarse coefficients ``[4, h, w]`` at coarse
+        rows ``ya``.., cols ``xa``..: ``[h * s, w * s]`` (rows ``ya * s``.., cols ``xa * s``..; may
+        run past the image by the padding)."""
+        s = self.subsample
+        h, w = coef.shape[1:]
+        if s > 1:  # bilinear, half-pixel centres
+            coef = F.interpolate(coef[None], size=(h * s, w * s), mode="bilinear", align_corners=False)[0]
+        img = self.full[:, ya * s:(ya + h) * s, xa * s:(xa + w) * s]
+        return (coef[:3] * img).sum(0) + coef[3]
+
+    def filter(self, p: torch.Tensor) -> torch.Tensor:
+        """Guided filter of a whole-image map ``p`` ``[H, W]`` float32 -> ``[H, W]``."""
+        s = self.subsample
+        hc, wc = self.coarse_size
+        pp = _pad_bottom_right(p.float(), hc * s - p.shape[0], wc * s - p.shape[1])
+        if s > 1:
+            pp = F.avg_pool2d(pp[None, None], s)[0, 0]
+        return self.apply(self.coefficients(pp))[: p.shape[0], : p.shape[1]]
+
+
+def _windows_t(logits: torch.Tensor, threshold: float, y: tuple, x: tuple, pad: int, height: int,
+             width: int) -> list[tuple[int, int, int, int] | None]:
+    """Per mask: the output window ``(ya, yb, xa, xb)`` where ``bilinear(logits) > threshold`` can
+    hold, padded by ``pad`` px, or None when no cell passes. A bilinear value is a convex
+    combination of its taps, so it exceeds the threshold only where a tap does. Computed for
+    all masks at once, with one transfer of ``[N, 4]`` bounds to the host."""
+    above = logits > threshold                                   # [N, h, w]
+    rows_any, cols_any = above.any(2), above.any(1)              # [N, h], [N, w]
+    h, w = rows_any.shape[1], cols_any.shape[1]
+    r0 = rows_any.float().argmax(1)                              # [N] first row with a cell above
+    r1 = h - 1 - rows_any.flip(1).float().argmax(1)              # [N] last
+    c0 = cols_any.float().argmax(1)
+    c1 = w - 1 - cols_any.flip(1).float().argmax(1)
+    # outputs i whose taps [i0, i1] meet [r0, r1]: i1[i] >= r0 and i0[i] <= r1 (taps are sorted)
+    ya = torch.searchsorted(y[1], r0.contiguous())
+    yb = torch.searchsorted(y[0], r1.contiguous(), right=True)
+    xa = torch.searchsorted(x[1], c0.contiguous())
+    xb = torch.searchsorted(x[0], c1.contiguous(), right=True)
+    any_ = rows_any.any(1) & (yb > ya) & (xb > xa)
+    bounds = torch.stack([ya, yb, xa, xb, any_.long()], 1).tolist()           # one host transfer
+    return [(max(0, a - pad), min(height, b + pad), max(0, c - pad), min(width, d + pad)) if ok else None
+            for a, b, c, d, ok in bounds]
+
+
+def _upsample_masks_t(logits: torch.Tensor, threshold: float, height: int, width: int) -> torch.Tensor:
+    """``[N, h, w]`` float logits -> ``[N, height, width]`` bool ``bilinear(logits) > threshold``.
+
+    Same result as thresholding a full ``cv2.resize(INTER_LINEAR)`` of the logits (tested), but
+    each mask is interpolated only inside the window its above-threshold cells can reach.
+    Masks are small next to the image, so this is several times faster than a full resize.
+    """
+    n, h, w = logits.shape
+    out = torch.zeros((n, height, width), dtype=torch.bool, device=logits.device)
+    if n == 0:
+        return out
+    y, x = ops.linear_taps(height, h, device=logits.device), ops.linear_taps(width, w, device=logits.device)
+    for k, win in enumerate(_windows_t(logits, threshold, y, x, 0, height, width)):
+        if win is not None:
+            ya, yb, xa, xb = win
+            out[k, ya:yb, xa:xb] = ops.bilinear_window(logits[k], y, x, ya, yb, xa, xb) > threshold
+    return out
+
+
+def _guided_upsample_masks_t(logits: torch.Tensor, threshold: float, guide: TorchColourGuide,
+                          support_prob: float = SUPPORT_PROB) -> torch.Tensor:
+    """``[N, h, w]`` float logits -> ``[N, H, W]`` bool: ``guided(sigmoid(bilinear(logits))) > threshold``
+    (``threshold`` a probability), with ``H, W`` the guide image's size.
+
+    The probabilities are interpolated straight onto the guide's coarse grid (bilinear from the
+    logits). Each mask is filtered inside the window where they exceed ``support_prob``, padded
+    by the filter's reach (2 radii and one coarse cell); outside it they are taken as 0. Within
+    float rounding and those neglected tails this equals filtering the whole image (tested).
+    """
+    n, h, w = logits.shape
+    height, width = guide.size
+    out = torch.zeros((n, height, width), dtype=torch.bool, device=logits.device)
+    if n == 0:
+        return out
+    hc, wc = guide.coarse_size
+    s = guide.subsample
+    # coarse cells are s image pixels; the coarse grid may run past the image (padding)
+    y = ops.linear_taps(hc, h, s * h / height, device=logits.device)
+    x = ops.linear_taps(wc, w, s * w / width, device=logits.device)
+    floor = ops.logit(support_prob)
+    for k, win in enumerate(_windows_t(logits, floor, y, x, 2 * guide.radius + 1, hc, wc)):
+        if win is not None:
+            ya, yb, xa, xb = win
+            p = torch.sigmoid(ops.bilinear_window(logits[k], y, x, ya, yb, xa, xb))
+            q = guide.apply(guide.coefficients(p, ya, xa), ya, xa) > threshold
+            ye, xe = min(yb * s, height), min(xb * s, width)
+            out[k, ya * s:ye, xa * s:xe] = q[: ye - ya * s, : xe - xa * s]
+    return out
+
+
+# ----------------------------------------------------------------------------------- dispatch
+def make_guide(image_rgb, radius: int, eps: float, subsample: int = 1):
+    """The guide of the image: :class:`ColourGuide` (numpy) for a numpy array or a CPU tensor,
+    :class:`TorchColourGuide` for a tensor on a GPU. ``image_rgb``: ``[H, W, 3]`` uint8 RGB."""
+    if isinstance(image_rgb, torch.Tensor) and ops.torch_kernels(image_rgb):
+        return TorchColourGuide(image_rgb, radius, eps, subsample)
+    img = image_rgb.numpy() if isinstance(image_rgb, torch.Tensor) else image_rgb
+    return ColourGuide(img, radius, eps, subsample)
+
+
+def upsample_masks(logits, threshold: float, height: int, width: int):
+    """``[N, h, w]`` float logits -> ``[N, height, width]`` bool ``bilinear(logits) > threshold``.
+
+    Same result as thresholding a full ``cv2.resize(INTER_LINEAR)`` of the logits (tested), but
+    each mask is interpolated only inside the window its above-threshold cells can reach.
+    numpy in -> numpy out; a tensor in -> a tensor on its device."""
+    if not isinstance(logits, torch.Tensor):
+        return _upsample_masks_np(logits, threshold, height, width)
+    if not ops.torch_kernels(logits):
+        return torch.from_numpy(_upsample_masks_np(logits.float().numpy(), threshold, height, width))
+    return _upsample_masks_t(logits, threshold, height, width)
+
+
+def guided_upsample_masks(logits, threshold: float, guide, support_prob: float = SUPPORT_PROB):
+    """``[N, h, w]`` float logits -> ``[N, H, W]`` bool: ``guided(sigmoid(bilinear(logits))) > threshold``
+    (``threshold`` a probability), with ``H, W`` the guide image's size (see the implementations'
+    docstrings). numpy in -> numpy out; a tensor in -> a tensor on its device."""
+    if isinstance(guide, TorchColourGuide):
+        return _guided_upsample_masks_t(torch.as_tensor(logits, device=guide.full.device), threshold, guide,
+                                        support_prob)
+    if isinstance(logits, torch.Tensor):
+        return torch.from_numpy(_guided_upsample_masks_np(logits.float().numpy(), threshold, guide, support_prob))
+    return _guided_upsample_masks_np(logits, threshold, guide, support_prob)

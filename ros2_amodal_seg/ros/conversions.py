@@ -18,6 +18,8 @@ from std_msgs.msg import Float32MultiArray, Header, MultiArrayDimension
 from ros2_amodal_seg import masks as mask_utils
 from ros2_amodal_seg.errors import GeometryError, InvalidInputError, MaskEncodingError
 from ros2_amodal_seg.runtime import inputs
+from ros2_amodal_seg.runtime.inputs import (compressed_image_to_rgb, image_msg_to_rgb,  # noqa: F401 (re-exported)
+                                            pointcloud2_to_xyzi)
 from ros2_amodal_seg.msg import (AmodalInstance, AmodalInstanceArray, BevGrid, MaskRLE, OcclusionEdge,
                                  OcclusionGraph)
 from ros2_amodal_seg.transforms import quaternion_to_rotation, rotation_to_quaternion
@@ -224,29 +226,6 @@ def occupancy_to_msg(values: np.ndarray, resolution: float, origin_xy: np.ndarra
 
 # ----------------------------------------------------------------------------- images
 
-def image_msg_to_rgb(m: Image) -> np.ndarray:
-    """``sensor_msgs/Image`` (rgb8, bgr8, mono8) -> ``[H, W, 3]`` uint8 RGB (a copy).
-
-    Raises:
-        InvalidInputError: whatever :func:`~ros2_amodal_seg.runtime.inputs.check_image` refuses
-            (unsupported encoding, zero size, a step smaller than a row, data shorter than
-            ``step * height``, a negative stamp); longer data is read up to ``step * height``.
-    """
-    v = inputs.check_image(m, inputs.UNBOUNDED)
-    if not v.ok:
-        raise InvalidInputError(f"image refused [{v.refused}]: {v.detail}")
-    enc = m.encoding.lower()
-    h, w, ch, step = int(m.height), int(m.width), inputs.IMAGE_ENCODINGS[enc], int(m.step)
-    buf = _bytes_view(m.data)
-    rows = buf[:step * h].reshape(h, step)[:, :w * ch]
-    img = rows.reshape(h, w, ch)
-    if enc == "rgb8":
-        return img.copy()
-    if enc == "bgr8":
-        return img[:, :, ::-1].copy()
-    return np.repeat(img, 3, axis=2)
-
-
 def rgb_to_image_msg(rgb: np.ndarray, stamp_ns: int, frame_id: str) -> Image:
     """``[H, W, 3]`` uint8 RGB -> ``sensor_msgs/Image`` rgb8."""
     a = np.ascontiguousarray(rgb)
@@ -254,17 +233,6 @@ def rgb_to_image_msg(rgb: np.ndarray, stamp_ns: int, frame_id: str) -> Image:
         raise InvalidInputError(f"expected [H, W, 3] uint8, got {a.shape} {a.dtype}")
     return Image(header=make_header(stamp_ns, frame_id), height=a.shape[0], width=a.shape[1], encoding="rgb8",
                  is_bigendian=0, step=a.shape[1] * 3, data=a.tobytes())
-
-
-def compressed_image_to_rgb(m) -> np.ndarray:
-    """``sensor_msgs/CompressedImage`` (jpeg/png) -> ``[H, W, 3]`` uint8 RGB."""
-    import cv2
-
-    buf = np.frombuffer(bytes(m.data), dtype=np.uint8)
-    img = cv2.imdecode(buf, cv2.IMREAD_COLOR) if buf.size else None
-    if img is None:
-        raise InvalidInputError(f"cannot decode compressed image (format {m.format!r}, {buf.size} bytes)")
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
 # ----------------------------------------------------------------------------- camera info
@@ -294,57 +262,6 @@ def KD_to_camera_info(K: np.ndarray, D: np.ndarray, size: tuple[int, int], stamp
 
 
 # ----------------------------------------------------------------------------- point clouds
-
-def _bytes_view(data) -> np.ndarray:
-    """A message's ``uint8[]`` field as a ``[N]`` uint8 array, without a copy where it has a buffer."""
-    try:
-        return np.frombuffer(memoryview(data).cast("B"), dtype=np.uint8)
-    except TypeError:   # a plain list
-        return np.frombuffer(bytes(data), dtype=np.uint8)
-
-
-def pointcloud2_to_xyzi(m: PointCloud2) -> tuple[np.ndarray, int]:
-    """Any PointCloud2 with float32 x, y, z (intensity optional) -> ``[N, 4]`` float32.
-
-    Non-finite points are dropped; the number dropped is returned so the caller can warn.
-    Missing intensity is filled with 0.
-
-    Returns:
-        (points ``[N, 4]`` float32 x y z intensity in ``m.header.frame_id`` [m], n_dropped)
-
-    Raises:
-        InvalidInputError: no float32 x/y/z fields, point_step too small for its fields,
-            row_step/data size inconsistent (truncated), or big-endian data.
-    """
-    v = inputs.check_cloud(m, inputs.UNBOUNDED)
-    if not v.ok:
-        raise InvalidInputError(f"PointCloud2 refused [{v.refused}]: {v.detail}")
-    step = int(m.point_step)
-    n = int(m.width) * int(m.height)
-    names, formats, offsets = [], [], []
-    for f in m.fields:
-        if f.name in ("x", "y", "z", "intensity") and int(f.datatype) in inputs.POINTFIELD_FORMATS:
-            names.append(f.name)
-            formats.append(inputs.POINTFIELD_FORMATS[int(f.datatype)])
-            offsets.append(int(f.offset))
-    buf = _bytes_view(m.data)
-    if n == 0:
-        return np.zeros((0, 4), np.float32), 0
-    dt = np.dtype({"names": names, "formats": formats, "offsets": offsets, "itemsize": step})
-    if int(m.row_step) == int(m.width) * step:
-        rec = np.frombuffer(buf[:n * step].tobytes() if not buf.flags.c_contiguous else buf[:n * step], dtype=dt)
-    else:  # padded rows
-        rows = buf[:int(m.row_step) * int(m.height)].reshape(int(m.height), int(m.row_step))[:, :int(m.width) * step]
-        rec = np.frombuffer(np.ascontiguousarray(rows).tobytes(), dtype=dt)
-    out = np.empty((n, 4), np.float32)
-    out[:, 0] = rec["x"]
-    out[:, 1] = rec["y"]
-    out[:, 2] = rec["z"]
-    out[:, 3] = rec["intensity"] if "intensity" in names else 0.0
-    ok = np.isfinite(out[:, :3]).all(axis=1)
-    dropped = int(n - ok.sum())
-    return (out[ok] if dropped else out), dropped
-
 
 def xyzi_to_pointcloud2(points: np.ndarray, stamp_ns: int, frame_id: str) -> PointCloud2:
     """``[N, 4]`` (or ``[N, 3]``) float32 -> PointCloud2 with x y z intensity float32."""

@@ -1,8 +1,8 @@
 """``diagnostic_msgs/DiagnosticArray`` of the node: input rates, drops, bad-input
 counters, per-stage latency (p50/p95) and the device.
 
-The status level is derived from plain numbers (:func:`diagnostic_level`) so the
-rules are unit-tested without ROS spinning.
+The status level and values come from :mod:`ros2_amodal_seg.runtime.health` (plain numbers,
+unit-tested without ROS spinning); this module only builds the message.
 """
 from __future__ import annotations
 
@@ -12,30 +12,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 
 from ros2_amodal_seg.ros.conversions import make_header
 
-#: status levels as ints (DiagnosticStatus stores them as one byte).
-OK, WARN, ERROR = 0, 1, 2
-
-
-def diagnostic_level(*, active: bool, model_loaded: bool, seconds_since_image: float, input_timeout_s: float,
-                     frames_in: int, frames_out: int, recent_bad_input: int) -> tuple[int, str]:
-    """``(level, message)`` of the node's main status.
-
-    ERROR: active without a model. WARN: no image for ``input_timeout_s``, bad input since
-    the last report, or fewer than half of the received frames processed. OK otherwise.
-    """
-    if active and not model_loaded:
-        return ERROR, "active but the model is not loaded"
-    if not active:
-        return OK, "inactive (lifecycle)"
-    if seconds_since_image > input_timeout_s:
-        what = "no image received yet" if math.isinf(seconds_since_image) else \
-            f"no image for {seconds_since_image:.1f} s"
-        return WARN, what
-    if recent_bad_input:
-        return WARN, f"{recent_bad_input} bad input message(s) since the last report"
-    if frames_in >= 10 and frames_out < 0.5 * frames_in:
-        return WARN, f"processing {frames_out}/{frames_in} frames (input faster than the model)"
-    return OK, "running"
+from ros2_amodal_seg.runtime.health import ERROR, OK, WARN, diagnostic_level  # noqa: F401 (re-exported)
 
 
 def _kv(k: str, v) -> KeyValue:

@@ -143,18 +143,21 @@ class Peer:
         outputs: output topics (``/<node>/<name>``) to record, by name; only their arrival time
             and header stamp are kept unless ``keep_messages``.
         node_name: the node's name.
+        inputs: the sensor topics to publish (``image``, ``camera_info``, ``cloud``, ``depth``: a depth
+            image, for a node with ``geometry_source: depth``); :meth:`matched` waits for each.
     """
 
     def __init__(self, *, domain_id: int, reliable: bool = False, depth: int = 5,
                  outputs: tuple[str, ...] = ("instances",), node_name: str = "amodal_seg",
-                 keep_messages: bool = False) -> None:
+                 keep_messages: bool = False, inputs: tuple[str, ...] = ("image", "camera_info", "cloud")) -> None:
         import rclpy  # noqa: PLC0415
         from diagnostic_msgs.msg import DiagnosticArray  # noqa: PLC0415
         from rclpy.executors import SingleThreadedExecutor  # noqa: PLC0415
         from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy  # noqa: PLC0415
         from sensor_msgs.msg import CameraInfo, Image, PointCloud2  # noqa: PLC0415
 
-        from ros2_amodal_seg.ros.node import OUTPUTS, TOPIC_CAMERA_INFO, TOPIC_IMAGE, TOPIC_POINTS  # noqa: PLC0415
+        from ros2_amodal_seg.ros.outputs import OUTPUTS  # noqa: PLC0415
+        from ros2_amodal_seg.ros.sensors import TOPIC_CAMERA_INFO, TOPIC_DEPTH, TOPIC_IMAGE, TOPIC_POINTS  # noqa: PLC0415
 
         env = loopback_ros_env(domain_id)
         self._saved = {k: os.environ.get(k) for k in ROS_ENV_KEYS}
@@ -171,8 +174,9 @@ class Peer:
         self._keep = keep_messages
         rel = ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT
         qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth, reliability=rel)
-        self.topics = {"image": TOPIC_IMAGE, "camera_info": TOPIC_CAMERA_INFO, "cloud": TOPIC_POINTS}
-        types = {"image": Image, "camera_info": CameraInfo, "cloud": PointCloud2}
+        topics = {"image": TOPIC_IMAGE, "camera_info": TOPIC_CAMERA_INFO, "cloud": TOPIC_POINTS, "depth": TOPIC_DEPTH}
+        self.topics = {k: topics[k] for k in inputs}
+        types = {"image": Image, "camera_info": CameraInfo, "cloud": PointCloud2, "depth": Image}
         self.pub = {k: self.node.create_publisher(types[k], t, qos) for k, t in self.topics.items()}
         out_qos = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
         out_types = {k[2:]: v for k, v in OUTPUTS.items()}

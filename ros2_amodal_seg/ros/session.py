@@ -82,6 +82,10 @@ def run_session(bag: str | Path, params: dict, *, domain_id: int, rate: float = 
                 log: Callable[[str], None] = lambda s: None) -> SessionResult:
     """Start the node, replay ``bag`` into it at ``rate`` (``amodal-seg replay``), record its outputs.
 
+    The replayed topics are the node's inputs: image, camera_info and, by its ``geometry_source``,
+    ``/lidar/points`` (default) or ``/camera/depth/image_raw`` (``depth``; the bag needs
+    ``generate --bag --depth``).
+
     Args:
         bag: rosbag2 folder. params: node parameters. domain_id: ROS_DOMAIN_ID (0..101).
         rate: replay speed factor. topics: output topics (``/amodal_seg/<name>``) to record;
@@ -97,6 +101,8 @@ def run_session(bag: str | Path, params: dict, *, domain_id: int, rate: float = 
     from ros2_amodal_seg.ros.drive import NodeProcess, Peer
 
     params = dict(params)
+    inputs = ("image", "camera_info") + {"lidar": ("cloud",), "depth": ("depth",), "none": ()}[
+        str(params.get("geometry_source", "lidar"))]
     # a slowed-down replay also delays the LiDAR sweep that follows each image (~20 ms of bag
     # time) in wall time: let the sync cache wait correspondingly longer for it
     params["sync_cloud_wait_s"] = float(min(5.0, max(float(params.get("sync_cloud_wait_s", 0.2)), 0.06 / rate)))
@@ -104,7 +110,7 @@ def run_session(bag: str | Path, params: dict, *, domain_id: int, rate: float = 
                                                3 * params["sync_cloud_wait_s"]))
     res = SessionResult()
     node = NodeProcess(params, domain_id=domain_id)
-    with Peer(domain_id=domain_id, outputs=topics, keep_messages=True) as peer:
+    with Peer(domain_id=domain_id, outputs=topics, keep_messages=True, inputs=inputs) as peer:
         try:
             log(f"starting the node (domain {domain_id}, params {node.params_file})")
             node.start()
@@ -112,7 +118,7 @@ def run_session(bag: str | Path, params: dict, *, domain_id: int, rate: float = 
             t_rep = time.monotonic()
             replay_proc = subprocess.run(
                 [sys.executable, "-m", "ros2_amodal_seg.cli", "replay", str(bag), "--rate", str(rate),
-                 "--wait-subscribers", "1", "--topics", "/camera/image_raw", "/camera/camera_info", "/lidar/points"],
+                 "--wait-subscribers", "1", "--topics", *(peer.topics[k] for k in inputs)],
                 env=node.env, capture_output=True, text=True, timeout=3600)
             res.wall_s = time.monotonic() - t_rep
             res.replay_log = replay_proc.stdout + replay_proc.stderr

@@ -57,8 +57,8 @@ def golden_outputs(checkpoint: str | Path | None = None, device: str = "cpu") ->
     import torch
 
     from ros2_amodal_seg.model.predictor import DEFAULT_CHECKPOINT
-    from ros2_amodal_seg.runtime.processor import (FrameInput, FrameProcessor, ProcessorConfig,
-                                                   fusion_config_from_params)
+    from ros2_amodal_seg.runtime.processor import (FrameInput, FrameProcessor, fusion_config_from_params,
+                                                   processor_config)
     from ros2_amodal_seg.world import render_frame
 
     torch.manual_seed(0)
@@ -67,9 +67,8 @@ def golden_outputs(checkpoint: str | Path | None = None, device: str = "cpu") ->
     procs: dict[str, FrameProcessor] = {}
     for preset, seed in GOLDEN_FRAMES:
         if preset not in procs:
-            procs[preset] = FrameProcessor(config=ProcessorConfig(checkpoint=ckpt, device=device,
-                                                                  score_threshold=GOLDEN_SCORE_THRESHOLD,
-                                                                  max_instances=GOLDEN_MAX_INSTANCES),
+            procs[preset] = FrameProcessor(config=processor_config(ckpt, device, score_threshold=GOLDEN_SCORE_THRESHOLD,
+                                                                   max_instances=GOLDEN_MAX_INSTANCES),
                                            fusion_config=fusion_config_from_params(preset))
             procs[preset].load()
         f = render_frame(f"shapes-{preset}", seed, *GOLDEN_SIZE)      # the shipped model's world (v1)

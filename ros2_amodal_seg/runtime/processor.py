@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import numpy as np
 
 from ros2_amodal_seg.errors import ConfigError, InvalidInputError
-from ros2_amodal_seg.model.postprocess import NMS_METHODS, PostprocessConfig
+from ros2_amodal_seg.model.inference_config import InferenceConfig
 from ros2_amodal_seg.types import (AmodalInstanceArrayData, AmodalInstanceData, BevGridData, Instances2D,
                                    OcclusionGraphData)
 
@@ -32,54 +31,39 @@ DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
 
 @dataclass(frozen=True)
 class ProcessorConfig:
-    """Model settings of the node (``config/amodal_seg.yaml``).
+    """Model settings of the node (``config/amodal_seg.yaml``; ``inference.*`` parameters).
 
     Attributes:
         checkpoint: ``.safetensors`` path; "" = the shipped ``DEFAULT_CHECKPOINT``.
         device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
-        score_threshold: minimum detection score, [0, 1].
-        max_instances: most instances per frame.
-        nms_method: "matrix" (score decay) or "hard" (greedy) mask NMS.
-        nms_iou: hard mask-NMS IoU threshold, [0, 1].
-        final_nms_sigma: final Matrix NMS on the final amodal masks (0 = off), >= 0.
-        refine_masks: refine the full-resolution masks along the image's edges (guided filter).
-        complete_hidden: run the checkpoint's hidden-part completion network (if it has one).
-        completion_flip: average that network over each crop and its mirror image (about twice
-            its time for +0.2 held-out occluded AP: off by default in the node).
-        reclassify: run the checkpoint's class re-reading network (if it has one).
-        base_frame: frame of the 3-D outputs when fusion is skipped.
         torch_threads: CPU threads of torch (0 = torch's default).
+        base_frame: frame of the 3-D outputs when fusion is skipped.
+        inference: every post-processing setting (None = the checkpoint's own).
     """
 
     checkpoint: str = ""
     device: str = "auto"
-    score_threshold: float = 0.5
-    max_instances: int = 50
-    nms_method: str = PostprocessConfig.nms_method
-    nms_iou: float = PostprocessConfig.nms_iou
-    final_nms_sigma: float = PostprocessConfig.final_nms_sigma
-    refine_masks: bool = PostprocessConfig.refine
-    complete_hidden: bool = True
-    completion_flip: bool = False
-    reclassify: bool = True
-    base_frame: str = "base_link"
     torch_threads: int = 0
+    base_frame: str = "base_link"
+    inference: InferenceConfig | None = None
 
     def __post_init__(self) -> None:
         if self.device not in DEVICES and not self.device.startswith("cuda:"):
             raise ConfigError(f"device must be one of {DEVICES} or cuda:N, got {self.device!r}")
-        if not 0.0 <= self.score_threshold <= 1.0:
-            raise ConfigError(f"score_threshold must be in [0, 1], got {self.score_threshold}")
-        if not 1 <= self.max_instances <= 1000:
-            raise ConfigError(f"max_instances must be in 1..1000, got {self.max_instances}")
-        if self.nms_method not in NMS_METHODS:
-            raise ConfigError(f"nms_method must be one of {NMS_METHODS}, got {self.nms_method!r}")
-        if not 0.0 < self.nms_iou <= 1.0:
-            raise ConfigError(f"nms_iou must be in (0, 1], got {self.nms_iou}")
-        if not 0.0 <= self.final_nms_sigma < float("inf"):
-            raise ConfigError(f"final_nms_sigma must be a finite number >= 0, got {self.final_nms_sigma}")
         if self.torch_threads < 0:
             raise ConfigError(f"torch_threads must be >= 0, got {self.torch_threads}")
+
+
+def processor_config(checkpoint: str = "", device: str = "auto", *, torch_threads: int = 0,
+                     base_frame: str = "base_link", **inference) -> ProcessorConfig:
+    """A :class:`ProcessorConfig` whose inference settings are the checkpoint's own with the
+    ``inference`` changes (``score_threshold=0.05``, ...; unknown names refused)."""
+    from ros2_amodal_seg.model.checkpoint import read_metadata  # noqa: PLC0415
+    from ros2_amodal_seg.model.predictor import DEFAULT_CHECKPOINT, inference_default  # noqa: PLC0415
+
+    cfg = inference_default(read_metadata(checkpoint or DEFAULT_CHECKPOINT)).replace(**inference)
+    return ProcessorConfig(checkpoint=checkpoint, device=device, torch_threads=torch_threads, base_frame=base_frame,
+                           inference=cfg)
 
 
 @dataclass
@@ -91,7 +75,9 @@ class FrameInput:
         stamp_ns: the image's header stamp [ns]; camera_frame: its frame id.
         K: ``[3, 3]`` float64 intrinsics [px] or None (unknown / invalid).
         D: ``[5]`` float64 plumb_bob coefficients or None.
-        points_lidar: ``[P, 4]`` float32 x y z [m] intensity in the LiDAR frame, or None.
+        points_lidar: ``[P, 4]`` float32 x y z [m] intensity in the LiDAR frame, or None; from a
+            depth camera, the back-projected depth image in the camera frame (with
+            ``T_camera_lidar`` the identity).
         T_camera_lidar: ``[4, 4]`` float64 (p_camera = T @ p_lidar) or None.
         T_base_camera: ``[4, 4]`` float64 (p_base = T @ p_camera) or None.
     """
@@ -141,12 +127,7 @@ def _default_predictor_factory(cfg: ProcessorConfig):
         import torch  # noqa: PLC0415
 
         torch.set_num_threads(cfg.torch_threads)
-    return AmodalPredictor.from_checkpoint(cfg.checkpoint or None, device=cfg.device,
-                                           score_threshold=cfg.score_threshold, max_instances=cfg.max_instances,
-                                           nms_iou=cfg.nms_iou, refine_masks=cfg.refine_masks,
-                                           nms_method=cfg.nms_method, complete_hidden=cfg.complete_hidden,
-                                           completion_flip=cfg.completion_flip, reclassify=cfg.reclassify,
-                                           final_nms_sigma=cfg.final_nms_sigma)
+    return AmodalPredictor.from_checkpoint(cfg.checkpoint or None, device=cfg.device, config=cfg.inference)
 
 
 class FrameProcessor:
@@ -236,20 +217,19 @@ class FrameProcessor:
     def fusion_config(self):
         return self._fusion_config
 
-    def set_thresholds(self, *, score_threshold: float | None = None, max_instances: int | None = None,
-                       nms_iou: float | None = None, final_nms_sigma: float | None = None) -> None:
-        """Change thresholds at run time (applied from the next frame)."""
-        from dataclasses import replace  # noqa: PLC0415
+    @property
+    def inference_config(self) -> InferenceConfig | None:
+        """The predictor's inference settings (None before it is loaded)."""
+        p = self._predictor
+        return p.config if p is not None else self._config.inference
 
-        kw = {k: v for k, v in (("score_threshold", score_threshold), ("max_instances", max_instances),
-                                ("nms_iou", nms_iou), ("final_nms_sigma", final_nms_sigma)) if v is not None}
-        cfg = replace(self._config, **kw)   # validates
+    def set_inference_config(self, cfg: InferenceConfig) -> None:
+        """Use ``cfg`` from the next frame on (swapped in at once; ``precision`` and ``compile`` take
+        effect at the next load)."""
         with self._lock:
-            self._config = cfg
-            p = self._predictor
-            if p is not None:
-                for k, v in kw.items():
-                    setattr(p, k, v)
+            self._config = replace(self._config, inference=cfg)
+            if self._predictor is not None:
+                self._predictor.set_config(cfg)
 
     def set_fusion_config(self, fusion_config) -> None:
         """Replace the fusion settings (the BEV grid is rebuilt; applied from the next frame)."""
@@ -348,7 +328,8 @@ class FrameProcessor:
 
 
 def fusion_config_from_params(preset: str = "street", config_file: str = "", *, x_range=(), y_range=(),
-                              resolution: float = 0.0, inferred_value: int = 0, base_frame: str = "base_link"):
+                              resolution: float = 0.0, inferred_value: int = 0, base_frame: str = "base_link",
+                              source: str = "lidar"):
     """Build a FusionConfig from the node's parameters.
 
     Args:
@@ -358,13 +339,15 @@ def fusion_config_from_params(preset: str = "street", config_file: str = "", *, 
         resolution: BEV cell [m]; 0 keeps the preset's. inferred_value: costmap value of
             inferred cells (1..99); 0 keeps the preset's.
         base_frame: frame of the 3-D outputs and of the grid.
+        source: the 3-D source (``lidar``, ``depth``, ``none``): ``depth`` takes the preset's
+            depth-camera variant (:meth:`FusionConfig.for_preset`); a config file is used as it is.
 
     Raises:
         ConfigError: unknown preset, unreadable file or invalid values.
     """
     from ros2_amodal_seg.fusion.pipeline import FusionConfig  # noqa: PLC0415
 
-    cfg = FusionConfig.from_yaml(config_file, preset=None) if config_file else FusionConfig.for_preset(preset)
+    cfg = FusionConfig.from_yaml(config_file, preset=None) if config_file else FusionConfig.for_preset(preset, source)
     bev: dict = {"frame_id": base_frame}
     if len(x_range):
         if len(x_range) != 2:
@@ -382,14 +365,3 @@ def fusion_config_from_params(preset: str = "street", config_file: str = "", *, 
         return cfg.replace(bev=bev, base_frame=base_frame)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"invalid BEV settings {bev}: {exc}") from exc
-
-
-def checkpoint_exists(path: str) -> bool:
-    """True when the checkpoint (``""`` = the shipped one) and its .json exist."""
-    if not path:
-        from ros2_amodal_seg.model.predictor import DEFAULT_CHECKPOINT  # noqa: PLC0415
-
-        p = DEFAULT_CHECKPOINT
-    else:
-        p = Path(path)
-    return p.is_file() and p.with_suffix(".json").is_file()

@@ -11,14 +11,19 @@ exact-time filter.
   - a cloud stamped at or after the image is cached (clouds arrive in stamp order), or
   - the LiDAR period is known (median of the last cloud intervals) and the next cloud,
     expected at least half a period after the newest one, would be farther from the
-    image than the best cached cloud, or beyond ``tolerance_s``, or
-  - no cloud has arrived for ``max(1 s, 5 periods)``: there is no LiDAR stream to wait for.
+    image than the best cached cloud, or beyond ``tolerance_s``.
+
+  Without a 3-D source (``use_clouds`` false: ``geometry_source: none``) images are ready at
+  once. With a depth camera as the 3-D source its depth images take the clouds' place: an
+  image is paired with the nearest depth image exactly as with a cloud.
 
   This rule looks at stamps only, so the pairing does not depend on which callback runs
   first, nor on the sign of the LiDAR-camera stamp offset.
 * The worker takes the *newest ready* image; every older pending image is then dropped
   as ``superseded``. Images are paired with the nearest cached cloud within ``tolerance_s``,
-  or with none (2-D only).
+  or with none (2-D only). The stamp offset to the nearest cached cloud at any distance is
+  recorded either way (:meth:`FrameSync.recent_pairing`): it says by how much an unpaired
+  frame missed (the diagnosis reports it).
 * A pending image older than ``max_frame_age_s`` (wall time since it arrived) is dropped
   as ``stale``; beyond ``max_pending`` queued images the oldest is ``superseded``.
   One pending when the node is deactivated counts as ``inactive``.
@@ -48,8 +53,6 @@ DROP_REASONS: tuple[str, ...] = ("superseded", "stale", "time_jump", "inactive")
 
 #: cloud intervals kept to estimate the LiDAR period.
 _PERIOD_SAMPLES = 8
-#: without a cloud for this long (or 5 LiDAR periods, whichever is longer) images stop waiting [s].
-_CLOUD_ABSENT_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,7 @@ class SyncConfig:
             resets the caches [s].
         max_pending: images queued while they wait for their cloud (the oldest beyond
             this is superseded).
+        use_clouds: pair images with clouds (false: no LiDAR; images are ready at once, 2-D).
     """
 
     tolerance_s: float = 0.05
@@ -73,6 +77,7 @@ class SyncConfig:
     cloud_cache_size: int = 10
     time_jump_s: float = 0.5
     max_pending: int = 64
+    use_clouds: bool = True
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.tolerance_s <= 10.0:
@@ -99,6 +104,8 @@ class ReadyFrame:
         cloud_stamp_ns / cloud: the nearest cloud within tolerance, or None / None.
         cloud_dt_ns: ``cloud_stamp_ns - image_stamp_ns`` [ns] (0 without cloud).
         camera_info: the latest camera-info payload, or None if none arrived yet.
+        nearest_dt_ns: ``stamp - image_stamp_ns`` of the nearest cached cloud at any distance [ns]
+            (None: no cloud cached): what an unpaired frame missed its cloud by.
     """
 
     image_stamp_ns: int
@@ -108,6 +115,23 @@ class ReadyFrame:
     cloud: Any
     cloud_dt_ns: int
     camera_info: Any
+    nearest_dt_ns: int | None = None
+
+
+@dataclass(frozen=True)
+class PairingStats:
+    """How the recent frames were paired (:meth:`FrameSync.recent_pairing`).
+
+    Attributes:
+        paired: frames paired with a cloud.
+        missed_offsets_ns: for each frame left unpaired although clouds were cached, the stamp
+            offset ``t_cloud - t_image`` of the nearest one [ns] (beyond the tolerance).
+        no_cloud: frames left unpaired with no cloud cached at all.
+    """
+
+    paired: int = 0
+    missed_offsets_ns: tuple[int, ...] = ()
+    no_cloud: int = 0
 
 
 @dataclass
@@ -133,8 +157,7 @@ class FrameSync:
         self._info: Any = None
         self._last_stamp: dict[str, int] = {}
         self._cloud_dts: deque[int] = deque(maxlen=_PERIOD_SAMPLES)   # recent cloud intervals [ns]
-        self._last_cloud_rx: float | None = None         # monotonic arrival of the newest cloud [s]
-        self._since: float | None = None                 # first input after start / reset [s]
+        self._outcomes: deque[tuple[float, bool, int | None]] = deque(maxlen=64)  # (time, paired, nearest dt)
         self.drops: Counter = Counter({r: 0 for r in DROP_REASONS})
         self.resets = 0
         self.paired = 0
@@ -161,8 +184,7 @@ class FrameSync:
         self._clouds.clear()
         self._last_stamp.clear()
         self._cloud_dts.clear()
-        self._last_cloud_rx = None
-        self._since = None
+        self._outcomes.clear()
         self.resets += 1
 
     def _check_jump(self, topic: str, stamp_ns: int) -> bool:
@@ -182,19 +204,15 @@ class FrameSync:
 
     def add_cloud(self, stamp_ns: int, payload: Any, now: float | None = None) -> bool:
         """Cache a cloud stamped ``stamp_ns`` [ns]; returns True when it reset the caches."""
-        now = time.monotonic() if now is None else now
         stamp_ns = int(stamp_ns)
         with self._cond:
             reset = self._check_jump("cloud", stamp_ns)
-            if self._since is None:
-                self._since = now
             if self._clouds and stamp_ns > self._clouds[-1][0]:
                 self._cloud_dts.append(stamp_ns - self._clouds[-1][0])
             self._seq += 1
             insort(self._clouds, (stamp_ns, self._seq, payload), key=lambda c: (c[0], c[1]))
             while len(self._clouds) > self._cfg.cloud_cache_size:
                 self._clouds.pop(0)
-            self._last_cloud_rx = now
             self._cond.notify_all()
             return reset
 
@@ -204,8 +222,6 @@ class FrameSync:
         stamp_ns = int(stamp_ns)
         with self._cond:
             reset = self._check_jump("image", stamp_ns)
-            if self._since is None:
-                self._since = now
             self._pending.append(_Pending(stamp_ns, payload, now))
             self._trim_pending()
             self._cond.notify_all()
@@ -243,13 +259,11 @@ class FrameSync:
                 best = (d, s, p)
         return None if best is None else (best[1], best[2])
 
-    def _decided(self, stamp_ns: int, now: float) -> bool:
+    def _decided(self, stamp_ns: int) -> bool:
         """True when no cloud still to come can pair with an image stamped ``stamp_ns`` better."""
+        if not self._cfg.use_clouds:
+            return True
         period = self._period_ns()
-        absent_s = max(_CLOUD_ABSENT_S, 5e-9 * period) if period else _CLOUD_ABSENT_S
-        last_rx = self._last_cloud_rx if self._last_cloud_rx is not None else self._since
-        if last_rx is None or now - last_rx >= absent_s:
-            return True                                   # no LiDAR stream to wait for
         if not self._clouds:
             return False
         newest = self._clouds[-1][0]
@@ -273,7 +287,7 @@ class FrameSync:
         pick = None
         for k in range(len(self._pending) - 1, -1, -1):   # the newest ready frame
             p = self._pending[k]
-            if now - p.receive_time >= self._cfg.cloud_wait_s or self._decided(p.stamp_ns, now):
+            if now - p.receive_time >= self._cfg.cloud_wait_s or self._decided(p.stamp_ns):
                 pick = k
                 break
         if pick is None:
@@ -285,12 +299,14 @@ class FrameSync:
             self.drops["superseded"] += 1
         p = self._pending.popleft()
         near = self._nearest_cloud(p.stamp_ns)
+        nearest = min((s - p.stamp_ns for s, _, _ in self._clouds), key=abs, default=None)
+        self._outcomes.append((now, near is not None, nearest))
         if near is None:
             self.unpaired += 1
-            return ReadyFrame(p.stamp_ns, p.payload, p.receive_time, None, None, 0, self._info), None
+            return ReadyFrame(p.stamp_ns, p.payload, p.receive_time, None, None, 0, self._info, nearest), None
         self.paired += 1
         return ReadyFrame(p.stamp_ns, p.payload, p.receive_time, near[0], near[1], near[0] - p.stamp_ns,
-                          self._info), None
+                          self._info, nearest), None
 
     def poll(self, now: float | None = None) -> ReadyFrame | None:
         """The ready frame, if any, without blocking (drops it from the cache)."""
@@ -310,6 +326,15 @@ class FrameSync:
                 if left <= 0:
                     return None
                 self._cond.wait(min(left, wait) if wait is not None else left)
+
+    def recent_pairing(self, within_s: float, now: float | None = None) -> PairingStats:
+        """How the frames taken in the last ``within_s`` seconds were paired (the last 64 at most)."""
+        now = time.monotonic() if now is None else now
+        with self._cond:
+            recent = [o for o in self._outcomes if now - o[0] <= within_s]
+        return PairingStats(paired=sum(1 for o in recent if o[1]),
+                            missed_offsets_ns=tuple(int(o[2]) for o in recent if not o[1] and o[2] is not None),
+                            no_cloud=sum(1 for o in recent if not o[1] and o[2] is None))
 
     def wake(self) -> None:
         """Wake a thread blocked in :meth:`wait_ready` (used when shutting down)."""
