@@ -212,3 +212,20 @@ def test_generate_cli_writes(tmp_path):
     assert r.returncode == 0, r.stderr
     ds = load_dataset(tmp_path / "d")
     assert len(ds) == 2 and ds.samples[0].preset == "shapes-tabletop"
+
+
+def test_lazy_masks_decode_to_the_same_arrays(tmp_path):
+    from ros2_amodal_seg.data.dataset import LazyMask, load_dataset
+    from ros2_amodal_seg.world.cli import generate
+
+    generate("shapes-tabletop", 2, 5, tmp_path / "d", lidar=False, progress=False)
+    eager, lazy = load_dataset(tmp_path / "d"), load_dataset(tmp_path / "d", lazy_masks=True)
+    n = 0
+    for se, sl in zip(eager.samples, lazy.samples):
+        for ae, al in zip(se.annotations, sl.annotations):
+            assert isinstance(al.amodal, LazyMask) and al.amodal.shape == ae.amodal.shape
+            np.testing.assert_array_equal(np.asarray(al.amodal), ae.amodal)
+            np.testing.assert_array_equal(np.stack([al.visible]), ae.visible[None])
+            assert al.occlude_rate == ae.occlude_rate
+            n += 1
+    assert n >= 2

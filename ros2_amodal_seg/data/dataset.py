@@ -35,6 +35,25 @@ def _read_json(path: Path):
         raise DatasetError(f"{path} is not valid JSON: {exc}") from exc
 
 
+class LazyMask:
+    """A mask kept encoded and decoded on every use: ``np.asarray(m)`` is its ``[H, W]`` bool array
+    (``np.stack`` and other numpy functions accept it directly).
+
+    Args:
+        seg: its COCO segmentation (RLE dict or polygons). height, width: image size [px].
+        where: context for error messages.
+    """
+
+    __slots__ = ("seg", "shape", "where")
+
+    def __init__(self, seg, height: int, width: int, where: str = "") -> None:
+        self.seg, self.shape, self.where = seg, (int(height), int(width)), where
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        m = decode_segmentation(self.seg, *self.shape, where=self.where)
+        return m if dtype is None else m.astype(dtype)
+
+
 def decode_segmentation(seg, height: int, width: int, *, where: str = "") -> np.ndarray:
     """Decode a COCO segmentation (polygon list, compressed or uncompressed RLE).
 
@@ -93,13 +112,30 @@ def _require(d: dict, keys: tuple[str, ...], where: str) -> None:
 
 # ------------------------------------------------------------------------------- COCO / detectron
 
-def load_coco_amodal(json_path: str | Path, image_root: str | Path | None = None) -> AmodalDataset:
+def _decode_pair(a: dict, h: int, w: int, where: str) -> tuple[np.ndarray, np.ndarray]:
+    """An annotation's ``[H, W]`` bool amodal and visible masks (visible from ``visible_mask``, or amodal
+    minus ``invisible_mask`` / ``occluded_mask``, or the amodal mask when neither is given)."""
+    amodal = decode_segmentation(a["segmentation"], h, w, where=f"{where} segmentation")
+    if a.get("visible_mask") is not None:
+        return amodal, decode_segmentation(a["visible_mask"], h, w, where=f"{where} visible_mask")
+    hidden_key = "invisible_mask" if a.get("invisible_mask") is not None else \
+        ("occluded_mask" if a.get("occluded_mask") is not None else None)
+    if hidden_key:
+        return amodal, amodal & ~decode_segmentation(a[hidden_key], h, w, where=f"{where} {hidden_key}")
+    return amodal, amodal.copy()
+
+
+def load_coco_amodal(json_path: str | Path, image_root: str | Path | None = None, *,
+                     lazy_masks: bool = False) -> AmodalDataset:
     """Read a COCO-style amodal JSON (the project's format or detectron-style UOAIS/D2SA).
 
     Args:
         json_path: the annotation file.
         image_root: folder that ``file_name`` / ``lidar_file_name`` are relative to
             (default: the JSON's folder).
+        lazy_masks: keep masks encoded and decode them on each use (:class:`LazyMask`), for
+            datasets too large to hold decoded (8000 frames at 640x480 are some 45 GB decoded);
+            annotations without a visible mask or an occlusion rate are decoded at once.
 
     Raises:
         DatasetError: unreadable file, missing keys, masks of the wrong size, unknown ids.
@@ -137,18 +173,12 @@ def load_coco_amodal(json_path: str | Path, image_root: str | Path | None = None
         if s is None:
             raise DatasetError(f"{where}: image_id {a['image_id']} is not in 'images'")
         h, w = s.height, s.width
-        amodal = decode_segmentation(a["segmentation"], h, w, where=f"{where} segmentation")
-        if a.get("visible_mask") is not None:
-            visible = decode_segmentation(a["visible_mask"], h, w, where=f"{where} visible_mask")
-        else:
-            hidden_key = "invisible_mask" if a.get("invisible_mask") is not None else \
-                ("occluded_mask" if a.get("occluded_mask") is not None else None)
-            if hidden_key:
-                hidden = decode_segmentation(a[hidden_key], h, w, where=f"{where} {hidden_key}")
-                visible = amodal & ~hidden
-            else:
-                visible = amodal.copy()
         rate = a.get("occlude_rate", a.get("occluded_rate"))
+        if lazy_masks and a.get("visible_mask") is not None and rate is not None:
+            amodal = LazyMask(a["segmentation"], h, w, f"{where} segmentation")
+            visible = LazyMask(a["visible_mask"], h, w, f"{where} visible_mask")
+        else:
+            amodal, visible = _decode_pair(a, h, w, where)
         if rate is None:
             n = int(amodal.sum())
             rate = 1.0 - float((visible & amodal).sum()) / n if n else 0.0
@@ -329,13 +359,14 @@ def detect_format(path: str | Path) -> str:
     raise DatasetError(f"{path}: neither COCO-style ('images' + 'annotations') nor COCOA ('regions')")
 
 
-def load_dataset(path: str | Path) -> AmodalDataset:
+def load_dataset(path: str | Path, *, lazy_masks: bool = False) -> AmodalDataset:
     """Load a dataset folder or annotation file of any supported layout (auto-detected).
 
     Args:
         path: a folder with ``annotations.json`` (project format), a COCO-style JSON
             (project / UOAIS-Sim / D2SA), a COCOA folder of ``N.json`` + ``N.jpg``, or a
             COCOA JSON.
+        lazy_masks: see :func:`load_coco_amodal` (COCOA is always decoded).
 
     Raises:
         DatasetError: missing path, unknown layout, malformed content.
@@ -348,8 +379,8 @@ def load_dataset(path: str | Path) -> AmodalDataset:
         j = path / "annotations.json"
         if not j.exists():
             j = sorted(path.glob("*.json"))[0]
-        return load_coco_amodal(j)
-    return load_coco_amodal(path)
+        return load_coco_amodal(j, lazy_masks=lazy_masks)
+    return load_coco_amodal(path, lazy_masks=lazy_masks)
 
 
 def write_dataset(out_dir, frames, **kwargs):

@@ -15,14 +15,15 @@ from ros2_amodal_seg.model.augment import Augmenter, AugmentConfig, SampleArrays
 from ros2_amodal_seg.model.model import ModelConfig
 
 
-def load_amodal_dataset(path: str | Path) -> AmodalDataset:
-    """Load any layout the project loader reads (``ros2_amodal_seg.data.dataset.load_dataset``)."""
+def load_amodal_dataset(path: str | Path, *, lazy_masks: bool = False) -> AmodalDataset:
+    """Load any layout the project loader reads (``ros2_amodal_seg.data.dataset.load_dataset``;
+    ``lazy_masks``: keep the masks encoded until used, for large training sets)."""
     from ros2_amodal_seg.data.dataset import load_dataset  # noqa: PLC0415
 
     p = Path(path)
     if not p.exists():
         raise DatasetError(f"dataset {p} does not exist")
-    return load_dataset(p)
+    return load_dataset(p, lazy_masks=lazy_masks)
 
 
 def resize_masks(masks: np.ndarray, height: int, width: int) -> np.ndarray:

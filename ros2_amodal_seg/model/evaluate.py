@@ -111,7 +111,8 @@ def evaluate_predictions(gt: AmodalDataset | str | Path, preds: list[dict], scor
             those three skip the ``alt_of`` entries, another class reading of an instance).
 
     Returns:
-        dict with amodal_AP/AP50/AP75, visible_AP/AP50/AP75, occluded_AP/AP50 (COCO AP x 100),
+        dict with amodal_AP/AP50/AP75, per_class_AP (amodal, by class name), visible_AP/AP50/AP75,
+        occluded_AP/AP50 (COCO AP x 100),
         occlusion_mae, order_accuracy (+ order_pairs), PQ/SQ/RQ (x 100, visible masks), counts, and
         ``recall_by_occlusion``: per ground-truth occlusion bin (:data:`OCCLUSION_BINS`) the share of
         objects whose best prediction at ``score_threshold`` reaches amodal IoU 0.5 with the right
@@ -134,6 +135,7 @@ def evaluate_predictions(gt: AmodalDataset | str | Path, preds: list[dict], scor
     ev = _coco_eval(gt_a, _pred_for(preds, "segmentation"))
     st = ev.stats if ev is not None else np.zeros(12)
     res.update(amodal_AP=100 * max(st[0], 0), amodal_AP50=100 * max(st[1], 0), amodal_AP75=100 * max(st[2], 0))
+    res["per_class_AP"] = per_class_ap(ev, gt.categories)
     if pr_curve and ev is not None:
         prec = ev.eval["precision"]  # [T, R, K, A, M]
         res["_pr"] = {"recall": ev.params.recThrs.tolist(),
@@ -220,6 +222,20 @@ def evaluate_predictions(gt: AmodalDataset | str | Path, preds: list[dict], scor
                               "mean_best_iou": si / n if n else float("nan")}
                              for r, (n, h, ha, si) in zip(OCCLUSION_BINS, bins)])
     return {k: (float(v) if isinstance(v, (np.floating, float)) else v) for k, v in res.items()}
+
+
+def per_class_ap(ev, categories: dict[int, str]) -> dict[str, float]:
+    """Amodal mask AP (IoU 0.5:0.95, x 100) per class with ground truth, from a finished COCOeval
+    (``{class name: AP}``; classes without ground truth are left out)."""
+    if ev is None:
+        return {}
+    prec = ev.eval["precision"][:, :, :, 0, -1]                              # [T, R, K] all areas, 100 dets
+    out = {}
+    for k, cid in enumerate(ev.params.catIds):
+        p = prec[:, :, k]
+        if (p > -1).any():
+            out[str(categories.get(cid, cid))] = float(100 * np.mean(p[p > -1]))
+    return out
 
 
 def plot_pr(res: dict, path: str | Path) -> None:

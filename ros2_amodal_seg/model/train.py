@@ -112,13 +112,15 @@ def _dist_info() -> tuple[int, int, int]:
 def predict_dataset(model: AmodalSegModel, dataset, class_ids: list[int], device: torch.device,
                     score_threshold: float = 0.05, max_images: int | None = None, progress: bool = False) -> list[dict]:
     """Run the model over an :class:`AmodalDataset`; returns formats.md prediction dicts."""
-    from ros2_amodal_seg.model.predictor import AmodalPredictor  # noqa: PLC0415
+    from ros2_amodal_seg.model.inference_config import InferenceConfig  # noqa: PLC0415
     from ros2_amodal_seg.model.predict import instances_to_predictions  # noqa: PLC0415
+    from ros2_amodal_seg.model.predictor import AmodalPredictor, TorchNetworks  # noqa: PLC0415
 
     was_training = model.training
     model.eval()
     meta = {"classes_dict": {c: str(c) for c in class_ids}}
-    pred = AmodalPredictor(model, meta, device, score_threshold=score_threshold, max_instances=50)
+    pred = AmodalPredictor(TorchNetworks(model, device), meta,
+                           InferenceConfig(score_threshold=score_threshold, max_instances=50))
     out: list[dict] = []
     samples = dataset.samples[:max_images] if max_images else dataset.samples
     it = samples
@@ -131,6 +133,19 @@ def predict_dataset(model: AmodalSegModel, dataset, class_ids: list[int], device
         out.extend(instances_to_predictions(inst, s.image_id))
     model.train(was_training)
     return out
+
+
+def dataset_categories(datasets: list, names: list[str]) -> dict[int, str]:
+    """The one class list of the training data (``{id: name}``); datasets whose lists differ are refused
+    (world.md: the shapes world and the version-2 world have different lists). A dataset without a
+    list (detectron-style, COCOA) takes the others'."""
+    from ros2_amodal_seg.classes import CLASSES  # noqa: PLC0415
+
+    lists = [({int(k): str(v) for k, v in d.categories.items()}, n) for d, n in zip(datasets, names) if d.categories]
+    for cats, name in lists[1:]:
+        if cats != lists[0][0]:
+            raise ConfigError(f"datasets with different class lists: {lists[0][1]} has {lists[0][0]}, {name} has {cats}")
+    return lists[0][0] if lists else dict(CLASSES)
 
 
 def plot_history(history: dict, path: Path) -> None:
@@ -177,7 +192,6 @@ def train(data_dirs: list[str], out_dir: str | Path, model_cfg: ModelConfig, tra
     from torch.utils.data import DataLoader, DistributedSampler  # noqa: PLC0415
     from tqdm import tqdm  # noqa: PLC0415
 
-    from ros2_amodal_seg.classes import CLASSES  # noqa: PLC0415
     from ros2_amodal_seg.model.data import AmodalTorchDataset, collate, load_amodal_dataset  # noqa: PLC0415
     from ros2_amodal_seg.model.evaluate import evaluate_predictions  # noqa: PLC0415
     from ros2_amodal_seg.model.predictor import resolve_device  # noqa: PLC0415
@@ -200,12 +214,12 @@ def train(data_dirs: list[str], out_dir: str | Path, model_cfg: ModelConfig, tra
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
 
-    datasets = [load_amodal_dataset(d) for d in data_dirs]
-    categories = dict(CLASSES) if model_cfg.num_classes == len(CLASSES) else {}
-    for d in datasets:
-        categories.update({int(k): v for k, v in d.categories.items()} if not categories else {})
+    # masks stay encoded until a sample is first drawn (then cached bit-packed at the internal size)
+    datasets = [load_amodal_dataset(d, lazy_masks=True) for d in data_dirs]
+    categories = dataset_categories(datasets, data_dirs)
     if len(categories) != model_cfg.num_classes:
-        raise ConfigError(f"model has {model_cfg.num_classes} classes but the data has {len(categories)}")
+        raise ConfigError(f"model has {model_cfg.num_classes} classes but the data has {len(categories)}: "
+                          f"{categories} (set num_classes in the model config)")
     class_ids = sorted(categories)
     ds = AmodalTorchDataset(datasets, model_cfg, class_ids, AugmentConfig() if train_cfg.augment else None,
                             seed=train_cfg.seed + 1000 * rank)
