@@ -7,8 +7,8 @@ Two class lists exist:
 * :data:`WORLD_CLASSES`: the 13 real object categories of world version 2 (presets
   ``tabletop`` and ``street``), ids 1..13 fixed by world.md.
 
-A dataset's ``categories`` list says which list it uses. :data:`CLASSES` is the list of
-the currently shipped model (version 1), so code that does not name a list keeps working.
+A dataset's ``categories`` list says which list it uses, and a checkpoint stores its own.
+:data:`CLASSES` is the list of the shipped model (version 2), the fallback where neither says.
 """
 from __future__ import annotations
 
@@ -20,8 +20,8 @@ WORLD_CLASSES: dict[int, str] = {
     1: "person", 2: "car", 3: "large_vehicle", 4: "two_wheeler", 5: "traffic_cone", 6: "barrier",
     7: "bottle", 8: "cup", 9: "bowl", 10: "box", 11: "food", 12: "tool", 13: "other"}
 
-#: the class list of the shipped model (version 1 classes).
-CLASSES: dict[int, str] = SHAPES_CLASSES
+#: the class list of the shipped model (world version 2).
+CLASSES: dict[int, str] = WORLD_CLASSES
 CLASS_NAMES: tuple[str, ...] = tuple(CLASSES[i] for i in sorted(CLASSES))
 NUM_CLASSES: int = len(CLASSES)
 

@@ -28,7 +28,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--checkpoint", default="", help="checkpoint (default: the shipped one)")
     ap.add_argument("--device", default="cpu", help="node device: cpu (default), cuda or auto")
-    ap.add_argument("--preset", default="shapes-street", help="world preset of the test frame (default shapes-street)")
+    ap.add_argument("--preset", default="street", help="world preset of the test frame (default street)")
     ap.add_argument("--frames", type=int, default=20, help="closed-loop frames (default 20)")
     ap.add_argument("--rate-hz", type=float, default=10.0, help="open-loop input rate (default 10)")
     ap.add_argument("--duration", type=float, default=30.0, help="open-loop seconds (default 30)")

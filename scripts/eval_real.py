@@ -245,7 +245,8 @@ def _ap(r: dict) -> dict:
     return {k: round(float(r[k]), 1) for k in ("amodal_AP", "amodal_AP50", "visible_AP", "occluded_AP") if k in r}
 
 
-def pictures(frames: list[dict], preds: list, out: Path, width: int = 960) -> list[str]:
+def pictures(frames: list[dict], preds: list, out: Path, width: int = 960,
+             class_names: dict[int, str] | None = None) -> list[str]:
     """One overlay PNG per frame (model output + ground-truth amodal boxes in white)."""
     import cv2  # noqa: PLC0415
 
@@ -254,7 +255,7 @@ def pictures(frames: list[dict], preds: list, out: Path, width: int = 960) -> li
     out.mkdir(parents=True, exist_ok=True)
     paths = []
     for f, inst in zip(frames, preds):
-        img = draw_instances(f["image"], inst)
+        img = draw_instances(f["image"], inst, class_names=class_names)
         for g in f["gt"]:
             x0, y0, x1, y1 = (int(round(v)) for v in g["box"])
             cv2.rectangle(img, (x0, y0), (x1, y1), (255, 255, 255), 2)
@@ -303,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps({k: v for k, v in res.items() if k != "classes"}, indent=1))
     if args.pictures is not None:
         keep = [(f, _above(p, args.score_threshold)) for f, p in zip(all_frames, all_preds)]
-        print("pictures:", pictures([f for f, _ in keep], [p for _, p in keep], args.pictures))
+        print("pictures:", pictures([f for f, _ in keep], [p for _, p in keep], args.pictures, class_names=names))
     return 0
 
 

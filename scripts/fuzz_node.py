@@ -60,7 +60,7 @@ def good_frame(width: int, height: int):
     from ros2_amodal_seg.ros.malformed import GoodFrame  # noqa: PLC0415
     from ros2_amodal_seg.world import render_frame  # noqa: PLC0415
 
-    f = render_frame("shapes-street", 3, width, height)
+    f = render_frame("street", 3, width, height)
     params = {"T_camera_lidar": [float(v) for v in np.asarray(f.T_camera_lidar).ravel()],
               "T_base_camera": [float(v) for v in np.asarray(f.T_base_camera).ravel()]}
     return GoodFrame(rgb=f.rgb, K=f.K, D=f.D, points=f.lidar_points), params

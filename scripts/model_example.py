@@ -39,7 +39,7 @@ def main() -> int:
                          np.array([x.category_id for x in a]), np.ones(len(a), np.float32),
                          np.array([x.occlude_rate for x in a], np.float32),
                          np.array([len(x.occluded_by) for x in a], np.float32))
-        g, q = draw_instances(img, gt), draw_instances(img, p.predict(img))
+        g, q = draw_instances(img, gt, class_names=p.class_names), draw_instances(img, p.predict(img), class_names=p.class_names)
         cv2.putText(g, f"ground truth ({preset})", (8, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 255, 0), 2)
         cv2.putText(q, f"prediction (score >= {p.config.score_threshold:g})", (8, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.6,
                     (255, 255, 0), 2)

@@ -71,7 +71,7 @@ def run(args: argparse.Namespace, log=print) -> dict:
     from ros2_amodal_seg.ros.malformed import GoodFrame  # noqa: PLC0415
     from ros2_amodal_seg.world import render_frame  # noqa: PLC0415
 
-    f = render_frame("shapes-street", 7, args.width, args.height)
+    f = render_frame("street", 7, args.width, args.height)
     good = GoodFrame(rgb=f.rgb, K=f.K, D=f.D, points=f.lidar_points, organised=(64, 1024))
     params = {"checkpoint": args.checkpoint, "device": args.device, "torch_threads": args.torch_threads,
               "publish_overlay": False, "diagnostics_period_s": 1.0,

@@ -65,8 +65,59 @@ def _soak(recs: list[dict]) -> list[str]:
     return out
 
 
+def _ms(d: dict, key: str = "end_to_end") -> str:
+    v = d.get(key) or {}
+    return f"{v['p50']:.0f} / {v['p95']:.0f}" if "p50" in v and "p95" in v else "n/a"
+
+
+def _node(recs: list[dict]) -> list[str]:
+    out = ["## The node end to end (`scripts/bench_node.py`)", "",
+           "The node as its own process over loopback DDS, fed one 640x480 image, its camera_info and a 64x1024 "
+           "organised cloud. Closed loop: the next frame after the previous output. Open loop: a fixed input rate; "
+           "the node processes the newest frame and drops the others. Targets on 2 CPU cores: >= 5 outputs/s "
+           "sustained, node latency p95 < 250 ms.", "",
+           "| record | device | instances / frame | closed loop: round trip p50 / p95 ms | node p50 / p95 ms "
+           "| open loop: input Hz | outputs/s | node p50 / p95 ms |", "|---|---|---|---|---|---|---|---|"]
+    for rec in recs:
+        r = rec["result"]
+        c, o = r["closed_loop"], r["open_loop"]
+        rt = c["round_trip_ms"]
+        out.append(f"| `{rec['name']}` | {r['device']} | {r['instances_per_frame']:.1f} | {rt['p50']:.0f} / "
+                   f"{rt['p95']:.0f} | {_ms(c['node_ms'])} | {o['input_hz']:g} | {o['sustained_hz']:.2f} "
+                   f"| {_ms(o['node_ms'])} |")
+    for rec in recs:
+        r = rec["result"]
+        stages = {k: v for k, v in r["open_loop"]["node_ms"].items() if k != "end_to_end" and "p50" in v}
+        out += ["", f"`{rec['command']}` ({_provenance(rec)}; {r['preset']} frame, checkpoint {r['checkpoint']}"
+                    + (f", settings {' '.join(r['overrides'])}" if r.get("overrides") else "") + "). "
+                    "Open loop, per stage p50 / p95 ms: "
+                    + ", ".join(f"{k} {v['p50']:.1f} / {v['p95']:.1f}" for k, v in stages.items()) + "."]
+    return out
+
+
+def _model(recs: list[dict]) -> list[str]:
+    out = ["## The model alone (`amodal-seg bench`)", "",
+           "The predictor on one 640x480 frame (median of the iterations): network forward and every "
+           "post-processing stage, against Hugging Face's Mask2Former (ResNet-50, random weights) forward "
+           "on the same input.", "",
+           "| record | device | backend | instances | total ms | HF Mask2Former forward ms | ratio |",
+           "|---|---|---|---|---|---|---|"]
+    for rec in recs:
+        r = rec["result"]
+        hf = f"{r['hf_mask2former_ms']:.0f}" if "hf_mask2former_ms" in r else "not run"
+        ratio = f"{r['speedup']:.1f}x" if "speedup" in r else ""
+        backend = r.get("backend") or r.get("config", {}).get("backend", "?")
+        out.append(f"| `{rec['name']}` | {r['device_name']} ({r['torch_threads']} threads) | {backend} "
+                   f"| {r['instances']} | {r['ours_ms']['total']:.0f} | {hf} | {ratio} |")
+    for rec in recs:
+        r = rec["result"]
+        out += ["", f"`{rec['command']}` ({_provenance(rec)}; checkpoint {Path(r['checkpoint']).name}). Stages, ms: "
+                    + ", ".join(f"{k} {v:.1f}" for k, v in r["ours_ms"].items() if k != "total") + "."]
+    return out
+
+
 #: record-name prefix -> section writer, in page order.
-SECTIONS = (("fuzz", _fuzz), ("soak", _soak))
+SECTIONS = (("node", _node), ("model", _model), ("fuzz", _fuzz), ("soak", _soak))
 
 
 def render(records: dict[str, dict]) -> str:

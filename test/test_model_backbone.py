@@ -118,8 +118,14 @@ def test_backward_through_the_whole_model(lite):
 
 
 def test_normalisation_follows_the_backbone():
-    assert ModelConfig().pixel_mean == (0.485, 0.456, 0.406) and ModelConfig().pixel_std == (0.229, 0.224, 0.225)
-    assert ModelConfig() == ModelConfig(pixel_mean=(0.485, 0.456, 0.406), pixel_std=(0.229, 0.224, 0.225))
+    # the default backbone is the pretrained EfficientNet-Lite0 with its own normalisation
+    assert BackboneConfig() == BackboneConfig(name="efficientnet_lite0", pretrained=True)
+    assert ModelConfig().pixel_mean == (127 / 255,) * 3 and ModelConfig().pixel_std == (128 / 255,) * 3
+    plain = ModelConfig(backbone=BackboneConfig(name="plain"))
+    assert plain.backbone.pretrained is False
+    assert (plain.pixel_mean, plain.pixel_std) == ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    assert plain == ModelConfig(backbone=BackboneConfig(name="plain"), pixel_mean=(0.485, 0.456, 0.406),
+                                pixel_std=(0.229, 0.224, 0.225))
     m = AmodalSegModel(lite_config())
     x = torch.tensor([0.0, 127.0, 255.0]).view(1, 1, 1, 3).expand(1, 3, 1, 3)  # [1, 3, 1, 3]
     assert torch.allclose(m.normalize(x), ((x - 127) / 128), atol=1e-6)
@@ -234,7 +240,7 @@ def test_train_yaml_mirrors_train_config():
     assert set(d) == {f.name for f in dataclasses.fields(TrainConfig)}
     assert load_yaml_config(TrainConfig, REPO / "config" / "train.yaml", "train") == TrainConfig()
     with pytest.raises(ConfigError, match="freeze_bn"):
-        TrainConfig(freeze_bn_affine=True)
+        TrainConfig(freeze_bn=False, freeze_bn_affine=True)
 
 
 def test_onnx_export_with_efficientnet_matches_torch(tmp_path):

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 
 from ros2_amodal_seg import masks as M
-from ros2_amodal_seg.classes import coco_categories
+from ros2_amodal_seg.classes import SHAPES_CLASSES, coco_categories
 from ros2_amodal_seg.data.types import AmodalAnnotation, AmodalDataset, AmodalSample
 from ros2_amodal_seg.model.backbone import BackboneConfig
 from ros2_amodal_seg.model.model import ModelConfig
@@ -16,8 +16,9 @@ from ros2_amodal_seg.model.transformer_decoder import TransformerDecoderConfig
 
 
 def tiny_config(**kw) -> ModelConfig:
+    kw.setdefault("num_classes", 5)
     return ModelConfig(input_height=64, input_width=64, hidden_dim=32, mask_dim=32,
-                       backbone=BackboneConfig(channels=(8, 16, 16, 32), blocks=(1, 1, 1, 1), stem_channels=8),
+                       backbone=BackboneConfig(name="plain", channels=(8, 16, 16, 32), blocks=(1, 1, 1, 1), stem_channels=8),
                        decoder=TransformerDecoderConfig(num_queries=8, num_heads=2, dim_feedforward=32, num_layers=2,
                                                         num_occlusion_layers=1), **kw)
 
@@ -103,6 +104,6 @@ def write_dataset(out: Path, n_images: int = 4, seed: int = 0, h: int = 48, w: i
                          "visible_bbox": M.bbox_xywh(v), "occlude_rate": float(1 - v.sum() / a.sum()),
                          "occluded_by": [ids[j] for j in occ_by]})
         aid += len(objs)
-    (out / "annotations.json").write_text(json.dumps({"categories": coco_categories(), "images": images,
+    (out / "annotations.json").write_text(json.dumps({"categories": coco_categories(SHAPES_CLASSES), "images": images,
                                                       "annotations": anns}))
     return out

@@ -35,7 +35,7 @@ def make_small_checkpoint(path) -> str:
 
     torch.manual_seed(0)
     cfg = ModelConfig(input_height=96, input_width=128, hidden_dim=32, mask_dim=32,
-                      backbone=BackboneConfig(channels=(8, 16, 24, 32), blocks=(1, 1, 1, 1), stem_channels=8),
+                      backbone=BackboneConfig(name="plain", channels=(8, 16, 24, 32), blocks=(1, 1, 1, 1), stem_channels=8),
                       decoder=TransformerDecoderConfig(num_queries=10, num_heads=2, dim_feedforward=32,
                                                        num_layers=1))
     return str(save_checkpoint(path, AmodalSegModel(cfg), cfg, CLASSES))

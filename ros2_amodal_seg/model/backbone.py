@@ -27,21 +27,24 @@ LITE_STD = (128 / 255,) * 3
 class BackboneConfig:
     """Which backbone, and the plain CNN's widths.
 
-    ``name``: ``"plain"`` (residual CNN with GroupNorm, random init), ``"efficientnet_lite0"``
-    (BatchNorm; ``pretrained=True`` loads the ImageNet weights at construction, a checkpoint
-    load then overwrites them) or ``"timm:<model>"`` (timm when importable, random init).
-    ``channels``, ``blocks`` and ``stem_channels`` apply to ``"plain"`` only.
+    ``name``: ``"efficientnet_lite0"`` (the default; BatchNorm; ``pretrained`` loads the ImageNet
+    weights at construction, a checkpoint load then overwrites them), ``"plain"`` (residual CNN
+    with GroupNorm, random init: small and fast, for tests) or ``"timm:<model>"`` (timm when
+    importable, random init). ``channels``, ``blocks`` and ``stem_channels`` apply to ``"plain"``
+    only. ``pretrained`` None (the default) means "when the backbone has ImageNet weights".
     """
 
-    name: str = "plain"
+    name: str = "efficientnet_lite0"
     channels: tuple[int, int, int, int] = (32, 64, 128, 192)  # C2..C5 widths (plain)
     blocks: tuple[int, int, int, int] = (1, 2, 2, 1)           # residual blocks per stage (plain)
     stem_channels: int = 24                                     # (plain)
-    pretrained: bool = False                                    # ImageNet init (efficientnet_lite0 only)
+    pretrained: bool | None = None                              # ImageNet init (efficientnet_lite0 only)
 
     def __post_init__(self) -> None:
         if self.name not in BACKBONES and not self.name.startswith("timm:"):
             raise ConfigError(f"unknown backbone {self.name!r} (use one of {BACKBONES} or 'timm:<model>')")
+        if self.pretrained is None:  # resolved once, so to_dict() stores the value
+            object.__setattr__(self, "pretrained", self.name == "efficientnet_lite0")
         if self.pretrained and self.name != "efficientnet_lite0":
             raise ConfigError(f"backbone {self.name!r} has no pretrained weights (only 'efficientnet_lite0')")
 

@@ -24,7 +24,7 @@ def _bench_image(seed: int = 0) -> np.ndarray:
     try:
         from ros2_amodal_seg.world import render_frame  # noqa: PLC0415
 
-        return render_frame("shapes-street", seed, 640, 480, lidar=False).rgb
+        return render_frame("street", seed, 640, 480, lidar=False).rgb
     except (ImportError, RuntimeError, ValueError):
         rng = np.random.default_rng(seed)
         return np.clip(rng.normal(128, 40, (480, 640, 3)), 0, 255).astype(np.uint8)
@@ -37,7 +37,7 @@ def build_hf_mask2former():
 
     bc = ResNetConfig(depths=[3, 4, 6, 3], hidden_sizes=[256, 512, 1024, 2048], layer_type="bottleneck",
                       out_features=["stage1", "stage2", "stage3", "stage4"])
-    return Mask2FormerForUniversalSegmentation(Mask2FormerConfig(backbone_config=bc, num_labels=5)).eval()
+    return Mask2FormerForUniversalSegmentation(Mask2FormerConfig(backbone_config=bc, num_labels=13)).eval()
 
 
 def run_bench(checkpoint: str | None = None, device: str = "auto", config=None, iters: int = 10, warmup: int = 2,
@@ -62,10 +62,10 @@ def run_bench(checkpoint: str | None = None, device: str = "auto", config=None, 
     ours = {k: float(np.median([r.get(k, 0.0) for r in rows])) for k in rows[0]}
     ours["total"] = float(np.median([sum(r.values()) for r in rows]))
     res: dict = {"device": str(dev), "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
-                 "instances": len(p.predict(img)), "torch_threads": torch.get_num_threads(),
+                 "instances": len(p.predict(img)), "torch_threads": torch.get_num_threads(), "backend": p.backend,
                  "image": list(img.shape[:2]), "image_file": image, "config": p.config.to_dict(),
                  "checkpoint": str(path), "ours_ms": ours, "iters": iters}
-    print(f"amodal-seg model on {dev} ({torch.get_num_threads()} threads), {img.shape[1]}x{img.shape[0]}, median of "
+    print(f"amodal-seg model on {dev} ({p.backend}, {torch.get_num_threads()} threads), {img.shape[1]}x{img.shape[0]}, median of "
           f"{iters}, {res['instances']} instances at score >= {p.config.score_threshold}:")
     for k, v in ours.items():
         print(f"  {k:>18}: {v:8.1f} ms")

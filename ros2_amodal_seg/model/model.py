@@ -25,7 +25,7 @@ class ModelConfig:
     image in post-processing.
     """
 
-    num_classes: int = 5
+    num_classes: int = 13            # world version 2 (classes.WORLD_CLASSES)
     input_height: int = 240
     input_width: int = 320
     hidden_dim: int = 128

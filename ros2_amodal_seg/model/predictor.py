@@ -181,6 +181,8 @@ class AmodalPredictor:
         self.class_ids: list[int] = sorted(self.class_names)
         self.input_size: tuple[int, int] = tuple(networks.input_size)
         self.last_timings_ms: dict[str, float] = {}
+        #: the networks' runtime actually used: "onnxruntime" or "torch"
+        self.backend: str = "torch" if isinstance(networks, TorchNetworks) else "onnxruntime"
         self._engine = self._build(config if config is not None else inference_default(meta))
 
     @classmethod

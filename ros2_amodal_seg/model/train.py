@@ -33,8 +33,8 @@ class TrainConfig:
 
     batch_size: int = 4               # per process
     lr: float = 3e-4
-    backbone_lr_mult: float = 1.0     # backbone lr = lr x this (e.g. 0.1 to fine-tune a pretrained one)
-    freeze_bn: bool = False           # backbone BatchNorm layers in eval mode: running stats stay as loaded
+    backbone_lr_mult: float = 0.2     # backbone lr = lr x this (fine-tuning the pretrained backbone)
+    freeze_bn: bool = True            # backbone BatchNorm layers in eval mode: running stats stay as loaded
     freeze_bn_affine: bool = False    # with freeze_bn: their weight / bias are not trained either
     weight_decay: float = 0.05
     warmup_steps: int = 200

@@ -10,7 +10,8 @@ from ros2_amodal_seg.classes import class_name
 from ros2_amodal_seg.types import Instances2D
 
 
-def draw_instances(image_rgb: np.ndarray, inst: Instances2D, alpha: float = 0.45) -> np.ndarray:
+def draw_instances(image_rgb: np.ndarray, inst: Instances2D, alpha: float = 0.45,
+                   class_names: dict[int, str] | None = None) -> np.ndarray:
     """``[H, W, 3]`` uint8 RGB -> same with visible masks filled, amodal outlines dashed-thin, labels.
 
     The hidden part of an amodal mask (amodal minus visible) is hatched so occlusion is visible.
@@ -29,7 +30,7 @@ def draw_instances(image_rgb: np.ndarray, inst: Instances2D, alpha: float = 0.45
         cv2.drawContours(out, cnts, -1, tuple(int(c) for c in col), 1)
         ys, xs = np.nonzero(inst.amodal_masks[i])
         if len(ys):
-            txt = f"{class_name(inst.class_ids[i])} {inst.scores[i]:.2f} occ{inst.occlusion_rates[i]:.2f}"
+            txt = f"{class_name(inst.class_ids[i], class_names)} {inst.scores[i]:.2f} occ{inst.occlusion_rates[i]:.2f}"
             cv2.putText(out, txt, (int(xs.min()), max(10, int(ys.min()) - 2)), cv2.FONT_HERSHEY_SIMPLEX, 0.35,
                         (255, 255, 255), 1, cv2.LINE_AA)
     return out

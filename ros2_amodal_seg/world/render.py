@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ros2_amodal_seg.classes import class_name
+from ros2_amodal_seg.classes import SHAPES_CLASSES, class_name
 from ros2_amodal_seg.data.types import AmodalAnnotation
 from ros2_amodal_seg.errors import InvalidInputError
 from ros2_amodal_seg.world._blas import single_thread_blas
@@ -378,7 +378,7 @@ def _render_scene(spec: SceneSpec, width: int, height: int, lidar: bool) -> Fram
         occluded_by = [int(j) for j in np.flatnonzero(seen_in_amodal)
                        if j != 0 and j != o.instance_id and annotated[int(j) - 1]]
         annotations.append(AmodalAnnotation(
-            id=int(o.instance_id), category_id=int(o.category_id), category_name=class_name(o.category_id),
+            id=int(o.instance_id), category_id=int(o.category_id), category_name=class_name(o.category_id, SHAPES_CLASSES),
             amodal=amodal[k], visible=vis, occlude_rate=float(1.0 - vis_count[k] / am_count[k]),
             occluded_by=occluded_by, order=-1, footprint=o.footprint.copy()))
 
