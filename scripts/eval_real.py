@@ -13,7 +13,7 @@ repository: pass their paths):
   Their free-text names are mapped onto world.md's 13 classes (:data:`COCOA_CLASSES`; stuff and
   unmappable names are ignored); reported: amodal mask AP class-agnostic and with classes.
 
-Overlay pictures of the model's output (dashed amodal outlines, filled visible masks, the ground-truth
+Overlay pictures (JPEG) of the model's output (dashed amodal outlines, filled visible masks, the ground-truth
 amodal boxes in white) go to ``--pictures``, whatever they show.
 
     .venv/bin/python scripts/eval_real.py --mmdet3d-demo /path/to/mmdetection3d/demo/data \\
@@ -246,8 +246,9 @@ def _ap(r: dict) -> dict:
 
 
 def pictures(frames: list[dict], preds: list, out: Path, width: int = 960,
-             class_names: dict[int, str] | None = None) -> list[str]:
-    """One overlay PNG per frame (model output + ground-truth amodal boxes in white)."""
+             class_names: dict[int, str] | None = None, jpeg_quality: int = 85) -> list[str]:
+    """One overlay JPEG per frame (model output + ground-truth amodal boxes in white), ``width`` px wide
+    (JPEG: small enough to keep in a repository)."""
     import cv2  # noqa: PLC0415
 
     from ros2_amodal_seg.model.visualize import draw_instances  # noqa: PLC0415
@@ -261,8 +262,8 @@ def pictures(frames: list[dict], preds: list, out: Path, width: int = 960,
             cv2.rectangle(img, (x0, y0), (x1, y1), (255, 255, 255), 2)
         scale = width / img.shape[1]
         img = cv2.resize(img, (width, int(img.shape[0] * scale)), interpolation=cv2.INTER_AREA)
-        p = out / f"{f['name']}.png"
-        cv2.imwrite(str(p), img[:, :, ::-1])
+        p = out / f"{f['name']}.jpg"
+        cv2.imwrite(str(p), img[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality])
         paths.append(str(p))
     return paths
 
@@ -275,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cocoa", type=Path, default=None, help="a COCOA sample folder (shared/data/cocoa_demo)")
     ap.add_argument("--score-threshold", type=float, default=0.3, help="for recall and the pictures (AP uses all)")
     ap.add_argument("--out", type=Path, required=True, help="folder for the metrics JSON")
-    ap.add_argument("--pictures", type=Path, default=None, help="write overlay PNGs here")
+    ap.add_argument("--pictures", type=Path, default=None, help="write overlay JPEGs here")
     args = ap.parse_args(argv)
     if args.mmdet3d_demo is None and args.cocoa is None:
         ap.error("give --mmdet3d-demo and/or --cocoa")
