@@ -100,3 +100,19 @@ def save_outputs(res: dict, args) -> None:
     if args.record:
         print(f"recorded as {record(args.record, res)}")
 
+
+
+def checkpoint_label(checkpoint: str | None) -> str:
+    """How a record names the checkpoint it measured: ``shipped`` or the file name, and its world,
+    e.g. ``shipped (version-1 shapes, 5 classes)``."""
+    from ros2_amodal_seg.errors import CheckpointError  # noqa: PLC0415
+    from ros2_amodal_seg.model.checkpoint import read_metadata, world_preset  # noqa: PLC0415
+
+    name = Path(checkpoint).name if checkpoint else "shipped"
+    try:
+        world = ("world version 2, 13 classes" if world_preset(checkpoint, "street") == "street"
+                 else "version-1 shapes, 5 classes")
+    except CheckpointError:
+        from ros2_amodal_seg.model.predictor import DEFAULT_CHECKPOINT  # noqa: PLC0415
+        world = f"{len(read_metadata(checkpoint or DEFAULT_CHECKPOINT)['classes'])} classes"
+    return f"{name} ({world})"

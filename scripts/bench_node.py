@@ -19,7 +19,7 @@ import argparse
 import sys
 import time
 
-from ros2_amodal_seg.benchmarks import add_output_args, save_outputs
+from ros2_amodal_seg.benchmarks import add_output_args, checkpoint_label, save_outputs
 
 T0 = 1_800_000_000_000_000_000
 
@@ -28,7 +28,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--checkpoint", default="", help="checkpoint (default: the shipped one)")
     ap.add_argument("--device", default="cpu", help="node device: cpu (default), cuda or auto")
-    ap.add_argument("--preset", default="street", help="world preset of the test frame (default street)")
+    ap.add_argument("--preset", default="street", help="street or tabletop: the test frame, from the checkpoint's world (default street)")
     ap.add_argument("--frames", type=int, default=20, help="closed-loop frames (default 20)")
     ap.add_argument("--rate-hz", type=float, default=10.0, help="open-loop input rate (default 10)")
     ap.add_argument("--duration", type=float, default=30.0, help="open-loop seconds (default 30)")
@@ -52,10 +52,12 @@ def run(args: argparse.Namespace, log=print) -> dict:
     from ros2_amodal_seg.ros.malformed import GoodFrame  # noqa: PLC0415
     from ros2_amodal_seg.ros.session import latency_from_diagnostics  # noqa: PLC0415
     from ros2_amodal_seg.runtime.stats import percentile  # noqa: PLC0415
+    from ros2_amodal_seg.model.checkpoint import world_preset  # noqa: PLC0415
     from ros2_amodal_seg.world import render_frame  # noqa: PLC0415
 
-    log(f"rendering a 640x480 {args.preset} frame ...")
-    f = render_frame(args.preset, 7, 640, 480)
+    preset = world_preset(args.checkpoint, args.preset)
+    log(f"rendering a 640x480 {preset} frame ...")
+    f = render_frame(preset, 7, 640, 480)
     good = GoodFrame(rgb=f.rgb, K=f.K, D=f.D, points=f.lidar_points, organised=(64, 1024))
     params = {"checkpoint": args.checkpoint, "device": args.device, "torch_threads": args.torch_threads,
               "publish_overlay": False, "diagnostics_period_s": 1.0,
@@ -108,7 +110,7 @@ def run(args: argparse.Namespace, log=print) -> dict:
     sustained = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 else 0.0
     dropped = {k: int(final.get(k, "0")) - int(base.get(k, "0")) for k in final if k.startswith("dropped_")}
     res = {"device": final.get("device"), "image": "640x480", "cloud": "64x1024 organised",
-           "preset": args.preset, "checkpoint": args.checkpoint or "shipped", "overrides": args.overrides,
+           "preset": preset, "checkpoint": checkpoint_label(args.checkpoint), "overrides": args.overrides,
            "instances_per_frame": float(np.mean(n_inst)) if n_inst else 0.0,
            "closed_loop": {"round_trip_ms": {"p50": percentile(rtt, 50), "p95": percentile(rtt, 95), "n": len(rtt)},
                            "node_ms": lat_closed},

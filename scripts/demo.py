@@ -61,16 +61,6 @@ def measure_rate(ds_dir: Path, preset: str, checkpoint: str, device: str, score_
     return min(1.0, 0.1 / max(0.5, 2.5 * per_frame)), per_frame
 
 
-def world_preset(preset: str, checkpoint: str) -> str:
-    """The world the checkpoint knows: the realistic presets for a 13-class (world version 2) model,
-    ``shapes-*`` for a model of the five primitives of version 1."""
-    from ros2_amodal_seg.classes import WORLD_CLASSES
-    from ros2_amodal_seg.model.checkpoint import read_metadata
-
-    classes = {int(k): str(v) for k, v in read_metadata(checkpoint)["classes"]}
-    return preset if classes == WORLD_CLASSES else f"shapes-{preset}"
-
-
 def world_pictures(out: Path, per_preset: int = 2) -> list[Path]:
     """A few realistic scenes (world version 2) beside their ground truth, as PNGs."""
     import cv2
@@ -177,6 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pngs", type=int, default=4, help="overlay / BEV PNGs per scene")
     args = ap.parse_args(argv)
 
+    from ros2_amodal_seg.model.checkpoint import world_preset
     from ros2_amodal_seg.model.predictor import DEFAULT_CHECKPOINT
     from ros2_amodal_seg.ros.session import dataset_node_params, run_session
     from ros2_amodal_seg.world.cli import generate
@@ -194,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         if ds_dir.exists():
             shutil.rmtree(ds_dir)
         say(f"{preset}: rendering {args.frames} frames + rosbag2 (amodal-seg generate --bag) ...")
-        generate(world_preset(preset, ckpt), args.frames, SEEDS[preset], ds_dir, bag=True, progress=True)
+        generate(world_preset(ckpt, preset), args.frames, SEEDS[preset], ds_dir, bag=True, progress=True)
         if args.rate > 0:
             rate, spf = args.rate, float("nan")
         else:

@@ -25,7 +25,7 @@ import sys
 import time
 from collections import Counter
 
-from ros2_amodal_seg.benchmarks import add_output_args, save_outputs
+from ros2_amodal_seg.benchmarks import add_output_args, checkpoint_label, save_outputs
 
 T0 = 1_800_000_000_000_000_000
 MS = 1_000_000
@@ -53,14 +53,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def good_frame(width: int, height: int):
-    """A rendered street frame (shapes world) as the valid frame, and its node parameters."""
+def good_frame(width: int, height: int, checkpoint: str = ""):
+    """A rendered street frame of the checkpoint's world as the valid frame, and its node parameters."""
     import numpy as np  # noqa: PLC0415
 
+    from ros2_amodal_seg.model.checkpoint import world_preset  # noqa: PLC0415
     from ros2_amodal_seg.ros.malformed import GoodFrame  # noqa: PLC0415
     from ros2_amodal_seg.world import render_frame  # noqa: PLC0415
 
-    f = render_frame("street", 3, width, height)
+    f = render_frame(world_preset(checkpoint, "street"), 3, width, height)
     params = {"T_camera_lidar": [float(v) for v in np.asarray(f.T_camera_lidar).ravel()],
               "T_base_camera": [float(v) for v in np.asarray(f.T_base_camera).ravel()]}
     return GoodFrame(rgb=f.rgb, K=f.K, D=f.D, points=f.lidar_points), params
@@ -71,7 +72,7 @@ def run(args: argparse.Namespace, log=print) -> dict:
     from ros2_amodal_seg.ros.malformed import CASES  # noqa: PLC0415
 
     rng = random.Random(args.seed)
-    good, extr = good_frame(args.width, args.height)
+    good, extr = good_frame(args.width, args.height, args.checkpoint)
     params = {"checkpoint": args.checkpoint, "device": args.device, "torch_threads": args.torch_threads,
               "qos_reliability": "reliable", "qos_depth": 100, "sync_cloud_wait_s": 1.0,
               "sync_max_frame_age_s": 30.0, "diagnostics_period_s": 0.5, "publish_overlay": False, **extr}
@@ -177,7 +178,7 @@ def run(args: argparse.Namespace, log=print) -> dict:
         "messages_lost": lost, "valid_frames": valid_sent, "valid_answered": valid_answered, "missed": missed,
         "processing_errors": delta.get("processing_errors", 0), "node_alive_at_end": alive, "node_exit_code": rc,
         "crashes": int(not alive), "huge_cloud_memory": memory, "wall_s": wall, "seconds_per_frame": wall / valid_sent,
-        "width": args.width, "height": args.height, "checkpoint": args.checkpoint or "shipped",
+        "width": args.width, "height": args.height, "checkpoint": checkpoint_label(args.checkpoint),
     }
     return res
 

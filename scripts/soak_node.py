@@ -26,7 +26,7 @@ import sys
 import threading
 import time
 
-from ros2_amodal_seg.benchmarks import add_output_args, save_outputs
+from ros2_amodal_seg.benchmarks import add_output_args, checkpoint_label, save_outputs
 
 T0 = 1_800_000_000_000_000_000
 
@@ -69,9 +69,10 @@ def run(args: argparse.Namespace, log=print) -> dict:
     from ros2_amodal_seg.ros.conversions import ns_to_time  # noqa: PLC0415
     from ros2_amodal_seg.ros.drive import NodeProcess, Peer  # noqa: PLC0415
     from ros2_amodal_seg.ros.malformed import GoodFrame  # noqa: PLC0415
+    from ros2_amodal_seg.model.checkpoint import world_preset  # noqa: PLC0415
     from ros2_amodal_seg.world import render_frame  # noqa: PLC0415
 
-    f = render_frame("street", 7, args.width, args.height)
+    f = render_frame(world_preset(args.checkpoint, "street"), 7, args.width, args.height)
     good = GoodFrame(rgb=f.rgb, K=f.K, D=f.D, points=f.lidar_points, organised=(64, 1024))
     params = {"checkpoint": args.checkpoint, "device": args.device, "torch_threads": args.torch_threads,
               "publish_overlay": False, "diagnostics_period_s": 1.0,
@@ -180,7 +181,7 @@ def run(args: argparse.Namespace, log=print) -> dict:
         counters[k] = int(final.get(k, "0")) - int(base.get(k, "0"))
     res = {
         "minutes": args.minutes, "camera_hz": args.camera_hz, "lidar_hz": args.lidar_hz, "offset_ms": args.offset_ms,
-        "image": f"{args.width}x{args.height}", "cloud": "64x1024 organised", "checkpoint": args.checkpoint or "shipped",
+        "image": f"{args.width}x{args.height}", "cloud": "64x1024 organised", "checkpoint": checkpoint_label(args.checkpoint),
         "closed_loop_hz": closed_rate, "open_loop_hz": open_rate, "rate_ratio": open_rate / closed_rate,
         "outputs": len(outs), "images_sent": sampled["images"], "clouds_sent": sampled["clouds"],
         "max_gap_s": gap, "max_gap_at_s": gap_at, "publisher_max_lag_s": sampled["max_lag_s"],

@@ -107,3 +107,28 @@ def write_dataset(out: Path, n_images: int = 4, seed: int = 0, h: int = 48, w: i
     (out / "annotations.json").write_text(json.dumps({"categories": coco_categories(SHAPES_CLASSES), "images": images,
                                                       "annotations": anns}))
     return out
+
+
+def test_world_preset_follows_the_checkpoints_class_list(tmp_path):
+    import pytest
+
+    from ros2_amodal_seg.errors import CheckpointError
+    from ros2_amodal_seg.model.checkpoint import save_checkpoint, world_preset
+    from ros2_amodal_seg.model.model import AmodalSegModel
+
+    def ckpt(name, classes):
+        cfg = ModelConfig(num_classes=len(classes), input_height=64, input_width=64, hidden_dim=16, mask_dim=16,
+                          backbone=BackboneConfig(name="plain", channels=(8, 8, 8, 8), blocks=(1, 1, 1, 1),
+                                                  stem_channels=8),
+                          decoder=TransformerDecoderConfig(num_queries=4, num_heads=2, dim_feedforward=16,
+                                                           num_layers=1))
+        return str(save_checkpoint(tmp_path / f"{name}.safetensors", AmodalSegModel(cfg), cfg, classes))
+
+    from ros2_amodal_seg.classes import WORLD_CLASSES
+
+    world, shapes = ckpt("world", WORLD_CLASSES), ckpt("shapes", SHAPES_CLASSES)
+    assert world_preset(world, "street") == "street" and world_preset(world, "shapes-tabletop") == "tabletop"
+    assert world_preset(shapes, "street") == "shapes-street" and world_preset(shapes, "shapes-street") == "shapes-street"
+    with pytest.raises(CheckpointError, match="neither"):
+        world_preset(ckpt("mine", {1: "apple", 2: "pear"}), "street")
+    assert world_preset(None, "tabletop") in ("tabletop", "shapes-tabletop")      # the shipped checkpoint

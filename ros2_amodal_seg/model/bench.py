@@ -16,15 +16,17 @@ import numpy as np
 import torch
 
 from ros2_amodal_seg.data.types import read_rgb
+from ros2_amodal_seg.model.checkpoint import world_preset
 from ros2_amodal_seg.model.predictor import DEFAULT_CHECKPOINT, AmodalPredictor, resolve_device
 
 
-def _bench_image(seed: int = 0) -> np.ndarray:
-    """A 640x480 RGB test frame: a rendered street scene when the world renders, else smooth noise."""
+def _bench_image(checkpoint: Path, seed: int = 0) -> np.ndarray:
+    """A 640x480 RGB test frame: a street scene of the checkpoint's world when the world renders,
+    else smooth noise."""
     try:
         from ros2_amodal_seg.world import render_frame  # noqa: PLC0415
 
-        return render_frame("street", seed, 640, 480, lidar=False).rgb
+        return render_frame(world_preset(checkpoint, "street"), seed, 640, 480, lidar=False).rgb
     except (ImportError, RuntimeError, ValueError):
         rng = np.random.default_rng(seed)
         return np.clip(rng.normal(128, 40, (480, 640, 3)), 0, 255).astype(np.uint8)
@@ -52,7 +54,7 @@ def run_bench(checkpoint: str | None = None, device: str = "auto", config=None, 
     dev = resolve_device(device)
     path = Path(checkpoint) if checkpoint else DEFAULT_CHECKPOINT
     p = AmodalPredictor.from_checkpoint(path, device=str(dev), config=config)
-    img = read_rgb(image) if image else _bench_image()
+    img = read_rgb(image) if image else _bench_image(path)
     for _ in range(warmup):
         p.predict(img)
     rows = []

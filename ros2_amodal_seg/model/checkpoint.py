@@ -115,6 +115,25 @@ def read_metadata(path: str | Path) -> dict:
     return meta
 
 
+def world_preset(checkpoint: str | Path | None, preset: str) -> str:
+    """The world preset whose frames suit ``checkpoint`` (None or "": the shipped one): ``preset``
+    itself ("street", "tabletop") for a model of the 13 world-version-2 classes, ``shapes-<preset>``
+    for a model of the version-1 shapes. Benchmarks and the demo render their frames from it."""
+    from ros2_amodal_seg.classes import SHAPES_CLASSES, WORLD_CLASSES  # noqa: PLC0415
+
+    if checkpoint in (None, ""):
+        from ros2_amodal_seg.model.predictor import DEFAULT_CHECKPOINT  # noqa: PLC0415
+        checkpoint = DEFAULT_CHECKPOINT
+    base = preset.removeprefix("shapes-")
+    classes = {int(k): str(v) for k, v in read_metadata(checkpoint)["classes"]}
+    if classes == WORLD_CLASSES:
+        return base
+    if classes == SHAPES_CLASSES:
+        return f"shapes-{base}"
+    raise CheckpointError(f"{checkpoint}: its classes are neither world version 2's nor the shapes': "
+                          "no synthetic world to render for it")
+
+
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu",
                     expected_config: ModelConfig | None = None,
                     expected_classes: dict[int, str] | None = None) -> tuple[AmodalSegModel, dict]:
