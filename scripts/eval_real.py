@@ -13,6 +13,9 @@ repository: pass their paths):
   Their free-text names are mapped onto world.md's 13 classes (:data:`COCOA_CLASSES`; stuff and
   unmappable names are ignored); reported: amodal mask AP class-agnostic and with classes.
 
+For a checkpoint of other classes (the version-1 shapes model) only the class-agnostic figures
+are reported: box AP50 and recall with every object as one class, and the COCOA class-agnostic AP.
+
 Overlay pictures (JPEG) of the model's output (dashed amodal outlines, filled visible masks, the ground-truth
 amodal boxes in white) go to ``--pictures``, whatever they show.
 
@@ -124,8 +127,11 @@ def nuscenes_frames(root: Path) -> list[dict]:
 
 
 # ----------------------------------------------------------------------------------- evaluation
-def box_ap50(frames: list[dict], preds: list, class_names: dict[int, str]) -> dict:
-    """pycocotools bbox AP at IoU 0.5 per class (classes with ground truth) and over all of them."""
+def box_ap50(frames: list[dict], preds: list, class_names: dict[int, str], class_agnostic: bool = False) -> dict:
+    """pycocotools bbox AP at IoU 0.5 per class (classes with ground truth); ``class_agnostic``: every
+    object and detection counted as one class, "object" (for a model of other classes)."""
+    if class_agnostic:
+        class_names = {1: "object"}
     from pycocotools.coco import COCO  # noqa: PLC0415
     from pycocotools.cocoeval import COCOeval  # noqa: PLC0415
 
@@ -135,12 +141,14 @@ def box_ap50(frames: list[dict], preds: list, class_names: dict[int, str]) -> di
         images.append({"id": i, "height": H, "width": W})
         for g in f["gt"]:
             x0, y0, x1, y1 = g["box"]
-            anns.append({"id": len(anns) + 1, "image_id": i, "category_id": g["class_id"], "iscrowd": 0,
+            anns.append({"id": len(anns) + 1, "image_id": i, "category_id": 1 if class_agnostic else g["class_id"],
+                         "iscrowd": 0,
                          "bbox": [x0, y0, x1 - x0, y1 - y0], "area": (x1 - x0) * (y1 - y0)})
         for k in range(len(inst)):
             ys, xs = np.nonzero(inst.amodal_masks[k])
             if len(xs):
-                dets.append({"image_id": i, "category_id": int(inst.class_ids[k]), "score": float(inst.scores[k]),
+                dets.append({"image_id": i, "category_id": 1 if class_agnostic else int(inst.class_ids[k]),
+                             "score": float(inst.scores[k]),
                              "bbox": [float(xs.min()), float(ys.min()), float(xs.max() - xs.min() + 1),
                                       float(ys.max() - ys.min() + 1)]})
     present = sorted({a["category_id"] for a in anns})
@@ -164,9 +172,9 @@ def box_ap50(frames: list[dict], preds: list, class_names: dict[int, str]) -> di
     return res
 
 
-def recall_by_occlusion(frames: list[dict], preds: list, score_threshold: float) -> dict:
-    """Per occlusion level: objects whose amodal box is matched (IoU >= 0.5, same class) by a detection
-    scoring at least ``score_threshold``."""
+def recall_by_occlusion(frames: list[dict], preds: list, score_threshold: float, any_class: bool = False) -> dict:
+    """Per occlusion level: objects whose amodal box is matched (IoU >= 0.5, same class unless
+    ``any_class``) by a detection scoring at least ``score_threshold``."""
     out: dict = {}
     for f, inst in zip(frames, preds):
         boxes = []
@@ -175,7 +183,7 @@ def recall_by_occlusion(frames: list[dict], preds: list, score_threshold: float)
             if len(xs) and inst.scores[k] >= score_threshold:
                 boxes.append((int(inst.class_ids[k]), [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]))
         for g in f["gt"]:
-            hit = any(c == g["class_id"] and _iou(g["box"], b) >= 0.5 for c, b in boxes)
+            hit = any((any_class or c == g["class_id"]) and _iou(g["box"], b) >= 0.5 for c, b in boxes)
             r = out.setdefault(str(g["occluded"]), [0, 0])
             r[0] += int(hit)
             r[1] += 1
@@ -214,9 +222,12 @@ def cocoa(root: Path, predictor) -> tuple[dict, list, list]:
     ds_agn = _relabel(ds, {cid: 1 for cid in keep}, {1: "object"})
     res = {"images": len(ds.samples), "objects": sum(len(f["gt"]) for f in frames),
            "class_agnostic": _ap(evaluate_predictions(ds_agn, agnostic, score_threshold=0.3))}
-    ds_cls = _relabel(ds, {cid: m for cid, m in mapped.items() if m}, dict(predictor.class_names))
-    with_cls = [x for s, inst in zip(ds.samples, preds) for x in instances_to_predictions(inst, s.image_id)]
-    res["with_classes"] = _ap(evaluate_predictions(ds_cls, with_cls, score_threshold=0.3))
+    from ros2_amodal_seg.classes import WORLD_CLASSES  # noqa: PLC0415
+
+    if dict(predictor.class_names) == WORLD_CLASSES:                # the mapped classes are the model's
+        ds_cls = _relabel(ds, {cid: m for cid, m in mapped.items() if m}, dict(predictor.class_names))
+        with_cls = [x for s, inst in zip(ds.samples, preds) for x in instances_to_predictions(inst, s.image_id)]
+        res["with_classes"] = _ap(evaluate_predictions(ds_cls, with_cls, score_threshold=0.3))
     return res, frames, preds
 
 
@@ -286,16 +297,29 @@ def main(argv: list[str] | None = None) -> int:
     pred = AmodalPredictor.from_checkpoint(args.checkpoint, args.device)
     pred.set_config(pred.config.replace(score_threshold=0.05))
     names = dict(pred.class_names)
-    res: dict = {"checkpoint": args.checkpoint or "shipped", "classes": names}
+    from ros2_amodal_seg.classes import WORLD_CLASSES  # noqa: PLC0415
+
+    world = names == WORLD_CLASSES      # else the classes cannot be compared: class-agnostic figures only
+    res: dict = {"checkpoint": args.checkpoint or "shipped", "classes": names, "world_classes": world}
+
+    def boxes(frames, preds) -> dict:
+        r = box_ap50(frames, preds, names) if world else {}
+        agn = box_ap50(frames, preds, names, class_agnostic=True)
+        r.update(num_images=agn["num_images"], AP50_any_class=agn["AP50"]["object"] if agn["num_gt"] else float("nan"))
+        return r
+
     all_frames, all_preds = [], []
     if args.mmdet3d_demo is not None:
         for name, frames in (("kitti", kitti_frames(args.mmdet3d_demo)), ("nuscenes", nuscenes_frames(args.mmdet3d_demo))):
             preds = [pred.predict(f["image"]) for f in frames]
-            res[name] = box_ap50(frames, preds, names)
-            res[name]["recall_by_occlusion"] = recall_by_occlusion(frames, preds, args.score_threshold)
+            res[name] = boxes(frames, preds)
+            if world:
+                res[name]["recall_by_occlusion"] = recall_by_occlusion(frames, preds, args.score_threshold)
+            res[name]["recall_by_occlusion_any_class"] = recall_by_occlusion(frames, preds, args.score_threshold,
+                                                                             any_class=True)
             all_frames += frames
             all_preds += preds
-        res["street"] = box_ap50(all_frames, all_preds, names)
+        res["street"] = boxes(all_frames, all_preds)
     if args.cocoa is not None:
         res["cocoa"], frames, preds = cocoa(args.cocoa, pred)
         all_frames += frames
