@@ -115,8 +115,8 @@ def _model(recs: list[dict]) -> list[str]:
                     + ", ".join(f"{k} {v:.1f}" for k, v in r["ours_ms"].items() if k != "total") + "."]
     if not any(str(rec["result"].get("device", "")).startswith("cuda") for rec in recs):
         out += ["", "**GPU: not measured.** No record ran on a GPU (target on an H100 or H200: faster than HF "
-                    "Mask2Former-R50 in the same run and <= 15 ms at 7 instances). The CUDA code path is tested "
-                    "on the CPU only."]
+                    "Mask2Former-R50 in the same run and <= 15 ms at 7 instances). The CUDA path of the current "
+                    "engine has not been run: its torch stages are tested on the CPU."]
     return out
 
 
