@@ -24,21 +24,22 @@ OUT_TYPES = {"instances": AmodalInstanceArray, "occlusion_graph": OcclusionGraph
 
 
 def make_small_checkpoint(path) -> str:
-    """A tiny random-init checkpoint (the node mechanics do not depend on model quality)."""
+    """A tiny random-init checkpoint of the 5 shapes classes (the node mechanics do not depend on model
+    quality; the node tests feed it shapes-world frames)."""
     import torch
 
-    from ros2_amodal_seg.classes import CLASSES
+    from ros2_amodal_seg.classes import SHAPES_CLASSES
     from ros2_amodal_seg.model.backbone import BackboneConfig
     from ros2_amodal_seg.model.checkpoint import save_checkpoint
     from ros2_amodal_seg.model.model import AmodalSegModel, ModelConfig
     from ros2_amodal_seg.model.transformer_decoder import TransformerDecoderConfig
 
     torch.manual_seed(0)
-    cfg = ModelConfig(input_height=96, input_width=128, hidden_dim=32, mask_dim=32,
+    cfg = ModelConfig(num_classes=len(SHAPES_CLASSES), input_height=96, input_width=128, hidden_dim=32, mask_dim=32,
                       backbone=BackboneConfig(name="plain", channels=(8, 16, 24, 32), blocks=(1, 1, 1, 1), stem_channels=8),
                       decoder=TransformerDecoderConfig(num_queries=10, num_heads=2, dim_feedforward=32,
                                                        num_layers=1))
-    return str(save_checkpoint(path, AmodalSegModel(cfg), cfg, CLASSES))
+    return str(save_checkpoint(path, AmodalSegModel(cfg), cfg, SHAPES_CLASSES))
 
 
 class Harness:
