@@ -198,8 +198,9 @@ def _iou(a, b) -> float:
     return inter / union if union > 0 else 0.0
 
 
-def cocoa(root: Path, predictor) -> tuple[dict, list, list]:
-    """Amodal mask AP on the COCOA sample, class-agnostic and with the mapped classes."""
+def cocoa(root: Path, predictor, with_classes: bool) -> tuple[dict, list, list]:
+    """Amodal mask AP on the COCOA sample, class-agnostic and (``with_classes``: the predictor's classes
+    are world.md's 13) with the mapped classes."""
     from ros2_amodal_seg.data.dataset import load_dataset  # noqa: PLC0415
     from ros2_amodal_seg.model.evaluate import evaluate_predictions  # noqa: PLC0415
     from ros2_amodal_seg.model.predict import instances_to_predictions  # noqa: PLC0415
@@ -222,9 +223,7 @@ def cocoa(root: Path, predictor) -> tuple[dict, list, list]:
     ds_agn = _relabel(ds, {cid: 1 for cid in keep}, {1: "object"})
     res = {"images": len(ds.samples), "objects": sum(len(f["gt"]) for f in frames),
            "class_agnostic": _ap(evaluate_predictions(ds_agn, agnostic, score_threshold=0.3))}
-    from ros2_amodal_seg.classes import WORLD_CLASSES  # noqa: PLC0415
-
-    if dict(predictor.class_names) == WORLD_CLASSES:                # the mapped classes are the model's
+    if with_classes:                                                # the mapped classes are the model's
         ds_cls = _relabel(ds, {cid: m for cid, m in mapped.items() if m}, dict(predictor.class_names))
         with_cls = [x for s, inst in zip(ds.samples, preds) for x in instances_to_predictions(inst, s.image_id)]
         res["with_classes"] = _ap(evaluate_predictions(ds_cls, with_cls, score_threshold=0.3))
@@ -321,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
             all_preds += preds
         res["street"] = boxes(all_frames, all_preds)
     if args.cocoa is not None:
-        res["cocoa"], frames, preds = cocoa(args.cocoa, pred)
+        res["cocoa"], frames, preds = cocoa(args.cocoa, pred, with_classes=world)
         all_frames += frames
         all_preds += preds
     args.out.mkdir(parents=True, exist_ok=True)
