@@ -57,9 +57,11 @@ def generate_launch_description() -> LaunchDescription:
                                           "(tests / a single machine; keep false on a robot that talks to others)"),
     ]
 
-    loopback_env = SetEnvironmentVariable(
-        "FASTDDS_DEFAULT_PROFILES_FILE", str(share / "config" / "fastdds_loopback.xml"),
-        condition=IfCondition(use_loopback_dds))
+    loopback_env = [
+        SetEnvironmentVariable("FASTDDS_DEFAULT_PROFILES_FILE", str(share / "config" / "fastdds_loopback.xml"),
+                               condition=IfCondition(use_loopback_dds)),
+        # the profile's reader / writer memory policies (freed sample buffers) are read only with this
+        SetEnvironmentVariable("RMW_FASTRTPS_USE_QOS_FROM_XML", "1", condition=IfCondition(use_loopback_dds))]
 
     node = LifecycleNode(
         package=PACKAGE,
@@ -88,4 +90,4 @@ def generate_launch_description() -> LaunchDescription:
         condition=IfCondition(rviz),
     )
 
-    return LaunchDescription(args + [loopback_env, node, rviz_node])
+    return LaunchDescription(args + loopback_env + [node, rviz_node])

@@ -116,9 +116,11 @@ def test_launch_rviz_and_loopback_are_conditional(described):
     ld, share = described
     (rviz,) = [n for n in _by_type(ld, "Node") if n.kwargs.get("executable") == "rviz2"]
     assert type(rviz.kwargs["condition"]).__name__ == "IfCondition"
-    (env,) = _by_type(ld, "SetEnvironmentVariable")
-    assert env.args[0] == "FASTDDS_DEFAULT_PROFILES_FILE" and env.args[1].endswith("config/fastdds_loopback.xml")
-    assert type(env.kwargs["condition"]).__name__ == "IfCondition"
+    envs = {e.args[0]: e for e in _by_type(ld, "SetEnvironmentVariable")}
+    assert set(envs) == {"FASTDDS_DEFAULT_PROFILES_FILE", "RMW_FASTRTPS_USE_QOS_FROM_XML"}
+    assert envs["FASTDDS_DEFAULT_PROFILES_FILE"].args[1].endswith("config/fastdds_loopback.xml")
+    assert envs["RMW_FASTRTPS_USE_QOS_FROM_XML"].args[1] == "1"   # else the profile's memory policies are ignored
+    assert all(type(e.kwargs["condition"]).__name__ == "IfCondition" for e in envs.values())
 
 
 #: the node's parameters the YAML lists: all but inference.* (their defaults are the checkpoint's own)
@@ -150,7 +152,8 @@ def test_node_loads_the_params_file(monkeypatch, tmp_path):
     from ros2_amodal_seg.ros.rosenv import loopback_ros_env
 
     env = loopback_ros_env(64)
-    for k in ("ROS_AUTOMATIC_DISCOVERY_RANGE", "ROS_DOMAIN_ID", "FASTDDS_DEFAULT_PROFILES_FILE"):
+    for k in ("ROS_AUTOMATIC_DISCOVERY_RANGE", "ROS_DOMAIN_ID", "FASTDDS_DEFAULT_PROFILES_FILE",
+              "RMW_FASTRTPS_USE_QOS_FROM_XML"):
         monkeypatch.setenv(k, env[k])
     doc = yaml.safe_load(YAML.read_text())
     params = doc["/**"]["ros__parameters"]

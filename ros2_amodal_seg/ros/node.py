@@ -49,6 +49,7 @@ from ros2_amodal_seg.runtime.doctor import summary as diagnosis_summary
 from ros2_amodal_seg.runtime.health import WARN, Health
 from ros2_amodal_seg.runtime.inputs import InputGate, counter_names
 from ros2_amodal_seg.runtime.processor import FrameProcessor, ProcessorConfig
+from ros2_amodal_seg.runtime.memory import set_mmap_threshold
 from ros2_amodal_seg.runtime.sync import FrameSync
 
 NODE_NAME = "amodal_seg"
@@ -86,6 +87,7 @@ class AmodalSegNode(LifecycleNode):
         self.add_on_set_parameters_callback(self._validate_parameters)
         self.add_post_set_parameters_callback(self._apply_parameters)
         self.health = Health(COUNTERS, self.get_logger().warning)
+        self.get_logger().info(set_mmap_threshold(P.memory_config(self._values())))
         self.gate = InputGate(self.health.counters, self.health.warn, P.input_limits(self._values()))
         self.sync = FrameSync(config=P.sync_config(self._values()))
         self.outputs = OutputSettings.from_values(self._values())

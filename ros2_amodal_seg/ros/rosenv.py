@@ -13,7 +13,7 @@ PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 
 #: the variables :func:`loopback_ros_env` sets that decide where DDS talks.
 ROS_ENV_KEYS: tuple[str, ...] = ("ROS_AUTOMATIC_DISCOVERY_RANGE", "ROS_DOMAIN_ID", "FASTDDS_DEFAULT_PROFILES_FILE",
-                                 "RMW_IMPLEMENTATION")
+                                 "RMW_FASTRTPS_USE_QOS_FROM_XML", "RMW_IMPLEMENTATION")
 
 
 def fastdds_profile_path() -> Path:
@@ -40,6 +40,7 @@ def loopback_ros_env(domain_id: int, base: dict[str, str] | None = None) -> dict
     env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
     env["ROS_DOMAIN_ID"] = str(int(domain_id))
     env["FASTDDS_DEFAULT_PROFILES_FILE"] = str(fastdds_profile_path())
+    env["RMW_FASTRTPS_USE_QOS_FROM_XML"] = "1"   # the profile's reader / writer memory policies
     env.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
     env["PYTHONUNBUFFERED"] = "1"
     return env
