@@ -27,10 +27,26 @@ PROBE = textwrap.dedent("""
 """)
 
 
-def _retained_mb(threshold_mb: int) -> float:
-    out = subprocess.run([sys.executable, "-c", PROBE, str(threshold_mb)], capture_output=True, text=True,
+#: fill and free a 4 MB heap buffer ten times; print the page faults of the ten.
+CHURN = textwrap.dedent("""
+    import resource, sys
+    from ros2_amodal_seg.runtime.memory import MemoryConfig, set_mmap_threshold
+    set_mmap_threshold(MemoryConfig(mmap_threshold_mb=int(sys.argv[1])))
+    f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(10):
+        b = bytearray(4 << 20); del b
+    print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)
+""")
+
+
+def _run(code: str, threshold_mb: int) -> float:
+    out = subprocess.run([sys.executable, "-c", code, str(threshold_mb)], capture_output=True, text=True,
                          check=True, timeout=60)
     return float(out.stdout.strip())
+
+
+def _retained_mb(threshold_mb: int) -> float:
+    return _run(PROBE, threshold_mb)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc / procfs")
@@ -39,6 +55,14 @@ def test_fixed_threshold_returns_a_freed_large_buffer():
     assert _retained_mb(0) > 12.0
     # fixed at 8 MiB: it was mapped, and unmapped at free
     assert _retained_mb(8) < 2.0
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc / procfs")
+def test_heap_below_the_threshold_is_not_returned_and_faulted_in_on_every_cycle():
+    """A fixed mmap threshold alone leaves glibc's trim threshold at 128 KiB: each free of a
+    4 MB heap buffer would return it and the next fill fault its 1024 pages in again."""
+    pages = (4 << 20) // 4096
+    assert _run(CHURN, 8) < 3 * pages          # faulted in once, then reused
 
 
 def test_config_range_and_messages():
