@@ -38,8 +38,8 @@ SETS = {
 GROUPS = {"v2": {"unseen (both presets)": ("unseen_tabletop", "unseen_street"),
                  "seen (both presets)": ("seen_tabletop", "seen_street")},
           "shapes": {"both presets": ("tabletop", "street")}}
-COLUMNS = ("amodal_AP", "amodal_AP50", "amodal_AP75", "occluded_AP", "visible_AP", "occlusion_mae", "order_accuracy",
-           "order_pairs", "PQ", "num_gt", "num_occluded_gt")
+COLUMNS = ("amodal_AP", "amodal_AP50", "amodal_AP75", "agnostic_amodal_AP", "occluded_AP", "visible_AP",
+           "occlusion_mae", "order_accuracy", "order_pairs", "PQ", "num_gt", "num_occluded_gt")
 OFFSET = 1_000_000
 
 

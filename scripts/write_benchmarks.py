@@ -50,14 +50,15 @@ def _soak(recs: list[dict]) -> list[str]:
     out = ["## Soak at 30 / 10 Hz (`scripts/soak_node.py`)", "",
            "Camera 30 Hz, LiDAR 10 Hz, the clouds stamped either side of their image; halfway, every stamp "
            "jumps back (a bag loop); SIGINT at the end. Targets: no output gap > 1 s; output rate >= 90 % of the "
-           "closed-loop rate; RSS growth after the first minute < 20 MB; output again within 1 s of a bag loop.",
+           "closed-loop rate; RSS growth after the first minute < 20 MB; output again within 1 s of a bag loop. "
+           "The closed-loop rate is measured first, one frame at a time (`--closed-loop-frames`, 150 by default).",
            "", "| minutes | cloud offset | image | output rate / closed loop | largest gap (stamps) | after the loop "
            "| RSS growth after 1 min | exit after SIGINT |", "|---|---|---|---|---|---|---|---|"]
     for rec in recs:
         r = rec["result"]
         loop = f"{r['loop_recovery_s']:.2f} s" if r.get("loop_recovery_s") is not None else "no loop"
         out.append(f"| {r['minutes']:g} | {r['offset_ms']:+g} ms | {r['image']} | {r['open_loop_hz']:.2f} / "
-                   f"{r['closed_loop_hz']:.2f} Hz ({100 * r['rate_ratio']:.0f} %) | {r['max_gap_s']:.2f} s | {loop} "
+                   f"{r['closed_loop_hz']:.2f} Hz ({100 * r['rate_ratio']:.1f} %) | {r['max_gap_s']:.2f} s | {loop} "
                    f"| {r['rss_growth_after_first_minute_mb']:.1f} MB | {r['sigint_exit_code']} "
                    f"({r['sigint_exit_s']:.1f} s) |")
     out.append("")

@@ -38,7 +38,8 @@ def test_gt_as_prediction_is_perfect():
     ds = make_dataset(8)
     assert sum(a.occlude_rate > 0.15 for s in ds.samples for a in s.annotations) > 0
     res = evaluate_predictions(ds, gt_as_predictions(ds))
-    for k in ("amodal_AP", "amodal_AP50", "amodal_AP75", "visible_AP", "occluded_AP", "PQ", "SQ", "RQ"):
+    for k in ("amodal_AP", "amodal_AP50", "amodal_AP75", "agnostic_amodal_AP", "agnostic_amodal_AP50", "visible_AP",
+              "occluded_AP", "PQ", "SQ", "RQ"):
         assert res[k] == pytest.approx(100.0), k
     assert res["occlusion_mae"] == pytest.approx(0.0, abs=1e-9)
     assert res["order_pairs"] > 0 and res["order_accuracy"] == 1.0
@@ -53,6 +54,8 @@ def test_recall_by_occlusion_separates_class_from_mask_errors():
     ds = make_dataset(8)
     wrong = [dict(p, category_id=p["category_id"] % 5 + 1) for p in gt_as_predictions(ds)]
     res = evaluate_predictions(ds, wrong)
+    # every mask exact, every class wrong: no AP with classes, all of it without
+    assert res["amodal_AP"] == pytest.approx(0.0) and res["agnostic_amodal_AP"] == pytest.approx(100.0)
     for b in res["recall_by_occlusion"]:
         if b["num_gt"]:
             # (a relabelled neighbour may overlap a little)

@@ -41,8 +41,9 @@ def _coco_gt(ds: AmodalDataset, use_visible: bool) -> dict:
     return {"images": images, "annotations": anns, "categories": cats}
 
 
-def _coco_eval(gt: dict, dts: list[dict], occluded_only: bool = False):
-    """Run COCOeval (segm); returns the evaluator (stats zero when there is nothing to evaluate)."""
+def _coco_eval(gt: dict, dts: list[dict], occluded_only: bool = False, use_cats: bool = True):
+    """Run COCOeval (segm); returns the evaluator (stats zero when there is nothing to evaluate).
+    ``use_cats=False``: class-agnostic (any prediction may match any object)."""
     from pycocotools.coco import COCO  # noqa: PLC0415
     from pycocotools.cocoeval import COCOeval  # noqa: PLC0415
 
@@ -62,6 +63,7 @@ def _coco_eval(gt: dict, dts: list[dict], occluded_only: bool = False):
             return None
         cd = cg.loadRes(dts)
         ev = (_OccludedEval if occluded_only else COCOeval)(cg, cd, "segm")
+        ev.params.useCats = int(use_cats)
         ev.evaluate()
         ev.accumulate()
         ev.summarize()
@@ -111,7 +113,8 @@ def evaluate_predictions(gt: AmodalDataset | str | Path, preds: list[dict], scor
             those three skip the ``alt_of`` entries, another class reading of an instance).
 
     Returns:
-        dict with amodal_AP/AP50/AP75, per_class_AP (amodal, by class name), visible_AP/AP50/AP75,
+        dict with amodal_AP/AP50/AP75, per_class_AP (amodal, by class name), agnostic_amodal_AP/AP50
+        (classes ignored), visible_AP/AP50/AP75,
         occluded_AP/AP50 (COCO AP x 100),
         occlusion_mae, order_accuracy (+ order_pairs), PQ/SQ/RQ (x 100, visible masks), counts, and
         ``recall_by_occlusion``: per ground-truth occlusion bin (:data:`OCCLUSION_BINS`) the share of
@@ -141,6 +144,11 @@ def evaluate_predictions(gt: AmodalDataset | str | Path, preds: list[dict], scor
         res["_pr"] = {"recall": ev.params.recThrs.tolist(),
                       "AP50": np.where(prec[0, :, :, 0, -1] < 0, np.nan, prec[0, :, :, 0, -1]).tolist(),
                       "AP75": np.where(prec[5, :, :, 0, -1] < 0, np.nan, prec[5, :, :, 0, -1]).tolist()}
+    # class-agnostic: does the network find the objects, whatever it calls them? (one entry per
+    # instance: an "alt_of" entry would be a duplicate detection here)
+    ev = _coco_eval(gt_a, _pred_for([p for p in preds if "alt_of" not in p], "segmentation"), use_cats=False)
+    st = ev.stats if ev is not None else np.zeros(12)
+    res.update(agnostic_amodal_AP=100 * max(st[0], 0), agnostic_amodal_AP50=100 * max(st[1], 0))
     vis_preds = [p for p in preds if "visible_mask" in p]
     ev = _coco_eval(gt_v, _pred_for(vis_preds, "visible_mask"))
     st = ev.stats if ev is not None else np.zeros(12)
