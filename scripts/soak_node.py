@@ -39,7 +39,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--lidar-hz", type=float, default=10.0, help="cloud rate (default 10)")
     ap.add_argument("--closed-loop-frames", type=int, default=150,
                     help="frames of the closed-loop phase, the denominator of the rate target (default 150, about "
-                         "25 s on 2 CPU cores; 30 frames gave 5.33 to 6.31 frames/s in six runs on one machine)")
+                         "25 s on 2 CPU cores; a short closed loop makes the ratio noisy: docs/history.md)")
     ap.add_argument("--no-loop", action="store_true", help="no stamp jump back halfway")
     ap.add_argument("--checkpoint", default="", help="node checkpoint (default: the shipped one)")
     ap.add_argument("--device", default="cpu", help="node device: cpu (default), cuda or auto")

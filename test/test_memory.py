@@ -45,16 +45,12 @@ def _run(code: str, threshold_mb: int) -> float:
     return float(out.stdout.strip())
 
 
-def _retained_mb(threshold_mb: int) -> float:
-    return _run(PROBE, threshold_mb)
-
-
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc / procfs")
 def test_fixed_threshold_returns_a_freed_large_buffer():
     # glibc's dynamic threshold (0): the 16 MB buffer came from the heap and stays resident
-    assert _retained_mb(0) > 12.0
+    assert _run(PROBE, 0) > 12.0
     # fixed at 8 MiB: it was mapped, and unmapped at free
-    assert _retained_mb(8) < 2.0
+    assert _run(PROBE, 8) < 2.0
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc / procfs")

@@ -48,8 +48,8 @@ from ros2_amodal_seg.runtime.frames import FrameAssembler
 from ros2_amodal_seg.runtime.doctor import summary as diagnosis_summary
 from ros2_amodal_seg.runtime.health import WARN, Health
 from ros2_amodal_seg.runtime.inputs import InputGate, counter_names
-from ros2_amodal_seg.runtime.processor import FrameProcessor, ProcessorConfig
 from ros2_amodal_seg.runtime.memory import set_mmap_threshold
+from ros2_amodal_seg.runtime.processor import FrameProcessor, ProcessorConfig
 from ros2_amodal_seg.runtime.sync import FrameSync
 
 NODE_NAME = "amodal_seg"

@@ -29,11 +29,11 @@ from ros2_amodal_seg.errors import ConfigError
 M_MMAP_THRESHOLD = -3
 #: ``M_TRIM_THRESHOLD``: free memory at the top of the heap above this is returned to the system.
 M_TRIM_THRESHOLD = -1
-#: the largest threshold glibc accepts on 64-bit systems (``HEAP_MAX_SIZE / 2``) [bytes].
-MAX_MMAP_THRESHOLD_BYTES = 32 * 1024 * 1024
+#: the largest threshold glibc accepts on 64-bit systems (``HEAP_MAX_SIZE / 2``) [MiB].
+MAX_MMAP_THRESHOLD_MB = 32
 #: the trim threshold set with a fixed mmap threshold: twice the largest mmap threshold, where
 #: glibc's dynamic mode ends up [bytes].
-TRIM_THRESHOLD_BYTES = 2 * MAX_MMAP_THRESHOLD_BYTES
+TRIM_THRESHOLD_BYTES = 2 * MAX_MMAP_THRESHOLD_MB << 20
 
 
 @dataclass(frozen=True)
@@ -48,9 +48,8 @@ class MemoryConfig:
     mmap_threshold_mb: int = 8
 
     def __post_init__(self) -> None:
-        if not 0 <= self.mmap_threshold_mb <= MAX_MMAP_THRESHOLD_BYTES // (1024 * 1024):
-            raise ConfigError(f"mmap_threshold_mb must be in 0..{MAX_MMAP_THRESHOLD_BYTES // (1024 * 1024)}, "
-                              f"got {self.mmap_threshold_mb}")
+        if not 0 <= self.mmap_threshold_mb <= MAX_MMAP_THRESHOLD_MB:
+            raise ConfigError(f"mmap_threshold_mb must be in 0..{MAX_MMAP_THRESHOLD_MB}, got {self.mmap_threshold_mb}")
 
 
 def set_mmap_threshold(config: MemoryConfig) -> str:
@@ -69,7 +68,7 @@ def set_mmap_threshold(config: MemoryConfig) -> str:
         return f"malloc mmap threshold not set: no mallopt in the C library ({name})"
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int
-    if mallopt(M_MMAP_THRESHOLD, config.mmap_threshold_mb * 1024 * 1024) != 1:
+    if mallopt(M_MMAP_THRESHOLD, config.mmap_threshold_mb << 20) != 1:
         return f"malloc mmap threshold not set: mallopt refused {config.mmap_threshold_mb} MiB"
     if mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES) != 1:
         return (f"malloc mmap threshold: {config.mmap_threshold_mb} MiB; trim threshold not set: mallopt refused "

@@ -33,7 +33,7 @@ import numpy as np
 from ros2_amodal_seg.errors import ConfigError, GeometryError
 from ros2_amodal_seg.model import inference_config as ic
 from ros2_amodal_seg.runtime.inputs import InputLimits
-from ros2_amodal_seg.runtime.memory import MemoryConfig
+from ros2_amodal_seg.runtime.memory import MAX_MMAP_THRESHOLD_MB, MemoryConfig
 from ros2_amodal_seg.runtime.sync import SyncConfig
 
 ZERO16: tuple[float, ...] = (0.0,) * 16
@@ -86,7 +86,7 @@ PARAMS: tuple[ParamSpec, ...] = (
        read_only=True),
     _p("process", "malloc_mmap_threshold_mb", 8, "allocations of at least this size (a large message's buffers) are "
        "returned to the system at once (glibc M_MMAP_THRESHOLD); 0 = glibc's dynamic threshold, under which a "
-       "32 MB cloud left the resident set 60 MB higher [MiB]", range=(0, 32), read_only=True),
+       "32 MB cloud left the resident set 60 MB higher [MiB]", range=(0, MAX_MMAP_THRESHOLD_MB), read_only=True),
     _p("model", "checkpoint", "", "model checkpoint (.safetensors, .json beside it); empty = the shipped "
        "ros2_amodal_seg/weights/amodal_seg.safetensors", read_only=True),
     _p("model", "device", "auto", "inference device: auto (CUDA when available), cpu or cuda",
